@@ -7,9 +7,7 @@ from .base import DATABASES, env
 DEBUG = False
 SECRET_KEY = "test-secret-key-only-for-the-test-suite-0123456789abcdef"
 ALLOWED_HOSTS = ["*"]
-DATABASES["default"] = env.db(
-    "DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/tokenpass"
-)
+DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/postgres")
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_tokenpass")}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
