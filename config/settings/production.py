@@ -1,7 +1,7 @@
 """Production: every secret comes from the environment, with no default."""
 
 from .base import *  # noqa: F403
-from .base import STORAGES, env
+from .base import OAUTH2_PROVIDER, STORAGES, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -20,4 +20,11 @@ X_FRAME_OPTIONS = "DENY"
 STORAGES = {
     **STORAGES,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# RFC 9700 §2.1: partner redirect URIs must use TLS in production. Native apps that need a
+# loopback or private-use scheme can be allowed through the environment.
+OAUTH2_PROVIDER = {
+    **OAUTH2_PROVIDER,
+    "ALLOWED_REDIRECT_URI_SCHEMES": env.list("OAUTH_REDIRECT_URI_SCHEMES", default=["https"]),
 }
