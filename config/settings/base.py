@@ -195,6 +195,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# OpenID Connect signing keys (partners/oauth/keys.py): a key-set file that
+# `manage.py oidc_rotate_keys` maintains, or one PEM key from the environment (no rotation).
+# Unless a file is configured, a development key set is generated on first use in var/.
+OIDC_KEYS_FILE = env.path("OIDC_PRIVATE_KEYS_FILE", default=BASE_DIR / "var" / "oidc-keys.json")
+OIDC_RSA_PRIVATE_KEY = env.str("OIDC_RSA_PRIVATE_KEY", default="")
+OIDC_KEYS_GENERATE = env.bool("OIDC_KEYS_GENERATE", default="OIDC_PRIVATE_KEYS_FILE" not in env)
+
 OAUTH2_PROVIDER_APPLICATION_MODEL = "partners.Application"
 OAUTH2_PROVIDER: dict = {
     "PKCE_REQUIRED": True,
