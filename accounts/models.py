@@ -185,3 +185,27 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UserSession(models.Model):
+    """One signed-in browser session, listed on the security page so that a person can see
+    where they are signed in and end the sessions they do not recognise. The row lives as long
+    as the Django session it mirrors: it is written when a session starts and deleted, together
+    with the session, on sign-out and revocation."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="user_sessions"
+    )
+    session_key = models.CharField(max_length=40, unique=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("session")
+        verbose_name_plural = _("sessions")
+        indexes = [models.Index(fields=["user", "-last_seen_at"], name="usersession_user_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.user} since {self.created_at:%Y-%m-%d %H:%M}"
