@@ -1,0 +1,91 @@
+"""Posting to the ledger: the only code that inserts entries or changes a cached balance.
+
+Lock order (to stay free of deadlocks): a service first locks the user's own accounts with
+``select_for_update`` in primary-key order, then the rows it changes (hold, charge, code);
+``ledger_post`` then updates the remaining (system and partner) accounts in primary-key order.
+A transaction therefore never waits for a user's account while holding a system account.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import User
+from partners.models import Partner
+from wallet.models import LedgerAccount, LedgerEntry, LedgerTransaction
+
+Leg = tuple[LedgerAccount, int]
+
+
+class UnbalancedTransaction(Exception):
+    """Raised before anything is written if the legs do not sum to zero."""
+
+
+def system_account(kind: str) -> LedgerAccount:
+    """The platform's account of ``kind`` (created on first use)."""
+    assert kind in LedgerAccount.SYSTEM_KINDS, kind
+    account, _ = LedgerAccount.objects.get_or_create(kind=kind, user=None, partner=None)
+    return account
+
+
+def partner_payable_account(partner: Partner) -> LedgerAccount:
+    account, _ = LedgerAccount.objects.get_or_create(
+        kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner=partner
+    )
+    return account
+
+
+def user_accounts_lock(*, user: User) -> tuple[LedgerAccount, LedgerAccount]:
+    """Create (lazily) and lock the user's wallet and holds accounts, in primary-key order,
+    and return them re-read under the lock as (wallet, holds). Must run inside a transaction.
+
+    Wallets are created lazily, here, on first use, rather than on sign-up: sign-up lives in
+    accounts, which must not import the wallet, and a user who never touches the wallet costs
+    no rows."""
+    for kind in LedgerAccount.USER_KINDS:
+        LedgerAccount.objects.get_or_create(kind=kind, user=user)
+    accounts = list(
+        LedgerAccount.objects.select_for_update()
+        .filter(user=user, kind__in=LedgerAccount.USER_KINDS)
+        .order_by("pk")
+    )
+    by_kind = {account.kind: account for account in accounts}
+    return by_kind[LedgerAccount.Kind.WALLET], by_kind[LedgerAccount.Kind.HOLDS]
+
+
+def ledger_post(
+    *,
+    kind: str,
+    reference: str,
+    legs: Iterable[Leg],
+    metadata: dict[str, Any] | None = None,
+) -> LedgerTransaction:
+    """Insert one balanced transaction and move the cached balances by the same amounts.
+
+    Legs on the same account are merged and zero legs dropped. Raises UnbalancedTransaction
+    if they do not sum to zero (PostgreSQL would refuse it at commit anyway), and
+    IntegrityError if the reference was used before or a wallet would go negative."""
+    assert transaction.get_connection().in_atomic_block, "ledger_post needs a transaction"
+    totals: dict[int, int] = defaultdict(int)
+    for account, amount in legs:
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError("ledger amounts are integers")
+        totals[account.pk] += amount
+    totals = {pk: amount for pk, amount in totals.items() if amount}
+    if sum(totals.values()) != 0:
+        raise UnbalancedTransaction(f"legs of {reference} sum to {sum(totals.values())}")
+    ledger_tx = LedgerTransaction.objects.create(
+        kind=kind, reference=reference, metadata=metadata or {}
+    )
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(transaction=ledger_tx, account_id=pk, amount=amount)
+            for pk, amount in sorted(totals.items())
+        ]
+    )
+    for pk, amount in sorted(totals.items()):
+        LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
+    return ledger_tx
