@@ -159,6 +159,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+# Renders the lock-out page with the time to try again (takes precedence over the template).
+AXES_LOCKOUT_CALLABLE = "accounts.views.login_lockout_response"
 AXES_IPWARE_PROXY_COUNT = env.int("PROXY_COUNT", default=0)
 
 OTP_TOTP_ISSUER = "Tokenpass"
