@@ -236,3 +236,36 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"axes": {"level": "WARNING"}},
 }
+
+# Wallet. Amounts are integers in platform tokens.
+WALLET_HOLD_TTL = timedelta(seconds=env.int("WALLET_HOLD_TTL_SECONDS", default=15 * 60))
+# What an app may take from a user's wallet per calendar month unless the user set another limit.
+WALLET_DEFAULT_MONTHLY_ALLOWANCE = env.int("WALLET_DEFAULT_MONTHLY_ALLOWANCE", default=1_000_000)
+# Upper bounds that keep every computation far inside a 64-bit integer.
+WALLET_MAX_TOKEN_COUNT = 10**12
+WALLET_MAX_AMOUNT = 10**15
+WALLET_REDEMPTION_BATCH_MAX = 10_000
+WALLET_REDEEM_FAILURE_LIMIT = env.int("WALLET_REDEEM_FAILURE_LIMIT", default=10)
+# An open hold this long past its expiry is reported by the nightly audit.
+WALLET_AUDIT_HOLD_GRACE = timedelta(minutes=10)
+WALLET_BATCH_MAX_RECORDS = 1000
+# Payment providers that may notify top-ups at /wallet/webhooks/<name>/. A provider without a
+# secret is disabled.
+WALLET_WEBHOOK_TOLERANCE = timedelta(seconds=300)
+WALLET_PAYMENT_PROVIDERS = {
+    "test": {
+        "CLASS": "wallet.payments.HmacJsonProvider",
+        "SECRET": env.str("WALLET_TEST_PROVIDER_SECRET", default=""),
+    },
+}
+from celery.schedules import crontab  # noqa: E402
+
+CELERY_BEAT_SCHEDULE: dict = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "wallet-expire-holds": {"task": "wallet.tasks.holds_expire", "schedule": 60.0},
+        "wallet-expire-buckets": {"task": "wallet.tasks.buckets_expire", "schedule": 300.0},
+        "wallet-plan-grants": {"task": "wallet.tasks.plan_grants", "schedule": 3600.0},
+        "wallet-audit": {"task": "wallet.tasks.audit", "schedule": crontab(hour=3, minute=15)},
+    }
+)
