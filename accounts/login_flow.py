@@ -17,6 +17,7 @@ from django_otp import user_has_device
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
+from accounts.services_account import user_session_forget, user_session_record
 
 PENDING_MFA_SESSION_KEY = "tokenpass_pending_mfa"
 AUTH_TIME_SESSION_KEY = "tokenpass_auth_time"
@@ -36,7 +37,12 @@ def safe_next_url(request: HttpRequest, candidate: str | None) -> str:
 def session_start(request: HttpRequest, *, user: User, methods: list[str]) -> None:
     """Log the user in, rotate the session key, and remember when and how (OIDC auth_time,
     amr)."""
+    previous_key = request.session.session_key
     login(request, user, backend=BACKEND)
+    # The active-sessions list on the security page mirrors the session store.
+    if previous_key and previous_key != request.session.session_key:
+        user_session_forget(session_key=previous_key)
+    user_session_record(request=request, user=user)
     request.session[AUTH_TIME_SESSION_KEY] = int(time.time())
     request.session[AUTH_METHODS_SESSION_KEY] = methods
     audit_event_record(

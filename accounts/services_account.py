@@ -1,0 +1,202 @@
+"""Writes behind the account pages and the staff admin: sessions, password change, profile,
+and lifting a sign-in lock-out."""
+
+from datetime import timedelta
+from importlib import import_module
+from typing import Any
+
+from axes.models import AccessAttempt
+from axes.utils import reset as axes_reset
+from django.conf import settings
+from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.sessions.backends.base import SessionBase
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.audit import audit_event_record, client_ip
+from accounts.backends import user_by_identifier
+from accounts.models import AuditEvent, User, UserSession
+
+# last_seen_at is informational: writing it on every request would turn each page view into
+# a database write, so it is refreshed at most this often.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+PROFILE_FIELDS = ("display_name", "locale", "time_zone")
+
+
+def _session_store(session_key: str | None = None) -> SessionBase:
+    engine = import_module(settings.SESSION_ENGINE)
+    store: SessionBase = engine.SessionStore(session_key)
+    return store
+
+
+def user_session_record(*, request: HttpRequest, user: User) -> UserSession:
+    """Remember the request's (already authenticated) session for the active-sessions list.
+
+    Saves the session first if it has no key yet, so the row always names a stored session.
+    """
+    if request.session.session_key is None:
+        request.session.save()
+    session_key = request.session.session_key
+    assert session_key is not None
+    now = timezone.now()
+    row, _ = UserSession.objects.update_or_create(
+        session_key=session_key,
+        defaults={
+            "user": user,
+            "ip_address": client_ip(request),
+            "user_agent": request.META.get("HTTP_USER_AGENT", "")[:512],
+            "created_at": now,
+            "last_seen_at": now,
+        },
+    )
+    return row
+
+
+def user_session_ensure(*, request: HttpRequest, user: User) -> None:
+    """Record the current session if it has no row yet (a session started before the list
+    existed, or by a sign-in path that does not go through login_flow.session_start)."""
+    key = request.session.session_key
+    if key is None or not UserSession.objects.filter(session_key=key).exists():
+        user_session_record(request=request, user=user)
+
+
+def user_session_forget(*, session_key: str) -> None:
+    """Drop the row of a session that has ended (sign-out); the session itself is gone."""
+    UserSession.objects.filter(session_key=session_key).delete()
+
+
+def user_session_touch(*, session_key: str) -> int:
+    """Move last_seen_at forward if it is older than LAST_SEEN_RESOLUTION. One UPDATE, no read."""
+    now = timezone.now()
+    return UserSession.objects.filter(
+        session_key=session_key, last_seen_at__lt=now - LAST_SEEN_RESOLUTION
+    ).update(last_seen_at=now)
+
+
+def _sessions_end(*, sessions: list[UserSession]) -> int:
+    for row in sessions:
+        _session_store(row.session_key).delete()
+    UserSession.objects.filter(pk__in=[row.pk for row in sessions]).delete()
+    return len(sessions)
+
+
+def user_sessions_end_others(
+    *, user: User, keep_session_key: str | None, request: HttpRequest | None = None
+) -> int:
+    """End every session of `user` except `keep_session_key`: the Django session is deleted
+    from the session store, so the browser holding it is signed out at its next request.
+    Writes SESSIONS_REVOKED. Returns how many sessions ended."""
+    with transaction.atomic():
+        others = list(
+            UserSession.objects.select_for_update()
+            .filter(user=user)
+            .exclude(session_key=keep_session_key or "")
+            .order_by("pk")
+        )
+        ended = _sessions_end(sessions=others)
+        audit_event_record(
+            action=AuditEvent.Action.SESSIONS_REVOKED,
+            user=user,
+            request=request,
+            data={"ended": ended},
+        )
+    return ended
+
+
+def user_sessions_prune(*, user: User) -> int:
+    """Drop rows whose session no longer signs this user in (expired, flushed, or invalidated
+    by a password change elsewhere). Returns how many were dropped."""
+    stale: list[int] = []
+    expected_hash = user.get_session_auth_hash()
+    for row in UserSession.objects.filter(user=user).order_by("pk"):
+        store = _session_store(row.session_key)
+        data = store.load()
+        if str(data.get("_auth_user_id")) != str(user.pk) or (
+            data.get("_auth_user_hash") != expected_hash
+        ):
+            stale.append(row.pk)
+    if stale:
+        UserSession.objects.filter(pk__in=stale).delete()
+    return len(stale)
+
+
+def user_password_change(*, request: HttpRequest, user: User, new_password: str) -> int:
+    """Set a new password. The current session stays signed in (its auth hash is updated);
+    every other session of the user ends. Writes PASSWORD_CHANGE. Returns how many other
+    sessions ended."""
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        others = list(
+            UserSession.objects.select_for_update()
+            .filter(user=user)
+            .exclude(session_key=request.session.session_key or "")
+            .order_by("pk")
+        )
+        ended = _sessions_end(sessions=others)
+        audit_event_record(
+            action=AuditEvent.Action.PASSWORD_CHANGE,
+            user=user,
+            request=request,
+            data={"sessions_ended": ended},
+        )
+    update_session_auth_hash(request, user)
+    return ended
+
+
+def user_profile_update(
+    *, request: HttpRequest | None, user: User, display_name: str, locale: str, time_zone: str
+) -> list[str]:
+    """Update the profile fields people edit themselves. Writes PROFILE_CHANGE naming the
+    changed fields (not their values) when anything changed. Returns the changed fields."""
+    new: dict[str, Any] = {
+        "display_name": display_name.strip(),
+        "locale": locale,
+        "time_zone": time_zone,
+    }
+    changed = [name for name in PROFILE_FIELDS if getattr(user, name) != new[name]]
+    if not changed:
+        return []
+    with transaction.atomic():
+        for name in changed:
+            setattr(user, name, new[name])
+        user.save(update_fields=changed)
+        audit_event_record(
+            action=AuditEvent.Action.PROFILE_CHANGE,
+            user=user,
+            request=request,
+            data={"fields": changed},
+        )
+    return changed
+
+
+def user_password_set_by_staff(*, user: AbstractBaseUser, actor: User) -> None:
+    """Record that staff set a user's password through the admin (the admin's standard form
+    has already saved it; every session of the user ends because the auth hash changed)."""
+    assert isinstance(user, User)
+    with transaction.atomic():
+        _sessions_end(sessions=list(UserSession.objects.filter(user=user).order_by("pk")))
+        audit_event_record(
+            action=AuditEvent.Action.PASSWORD_CHANGE,
+            user=user,
+            actor=actor,
+            data={"by_staff": True},
+        )
+
+
+def lockout_release(*, attempt: AccessAttempt, actor: User, request: HttpRequest | None) -> int:
+    """Lift the sign-in lock-out recorded by `attempt` (its username from its address) and
+    write UNLOCK with the staff member as actor. Returns how many attempt rows were removed."""
+    with transaction.atomic():
+        removed = axes_reset(ip=attempt.ip_address, username=attempt.username)
+        audit_event_record(
+            action=AuditEvent.Action.UNLOCK,
+            user=user_by_identifier(attempt.username or ""),
+            actor=actor,
+            request=request,
+            data={"username": attempt.username, "ip_address": attempt.ip_address},
+        )
+    return removed

@@ -1,0 +1,139 @@
+"""Account pages: profile, security (password, two-factor, sessions) and the security log."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import PasswordChangeForm
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.forms_account import ProfileForm
+from accounts.models import User
+from accounts.selectors_account import audit_event_list_for_user, user_session_list
+from accounts.services_account import (
+    user_password_change,
+    user_profile_update,
+    user_session_ensure,
+    user_sessions_end_others,
+    user_sessions_prune,
+)
+from accounts.services_mfa import mfa_enabled, recovery_codes_left
+
+SECURITY_LOG_PAGE_SIZE = 25
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile(request: HttpRequest) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    form = ProfileForm(
+        request.POST or None,
+        initial={
+            "display_name": user.display_name,
+            "locale": user.locale,
+            "time_zone": user.time_zone,
+        },
+    )
+    if request.method == "POST" and form.is_valid():
+        changed = user_profile_update(request=request, user=user, **form.cleaned_data)
+        if "locale" in changed:
+            translation.activate(user.locale)
+        messages.success(request, _("Your profile is saved.") if changed else _("Nothing changed."))
+        response = redirect("accounts:profile")
+        if "locale" in changed:
+            # The page language follows the chosen language from the next page on.
+            response.set_cookie(
+                settings.LANGUAGE_COOKIE_NAME,
+                user.locale,
+                max_age=settings.LANGUAGE_COOKIE_AGE,
+                samesite="Lax",
+                secure=request.is_secure(),
+            )
+        return response
+    return render(
+        request,
+        "accounts/profile.html",
+        {"form": form, "account": user},
+        status=400 if form.errors else 200,
+    )
+
+
+def _security_page(
+    request: HttpRequest, *, password_form: PasswordChangeForm, status: int = 200
+) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    user_sessions_prune(user=user)
+    user_session_ensure(request=request, user=user)
+    enabled = mfa_enabled(user=user)
+    return render(
+        request,
+        "accounts/security.html",
+        {
+            "password_form": password_form,
+            "mfa_enabled": enabled,
+            "recovery_codes_left": recovery_codes_left(user=user) if enabled else 0,
+            "sessions": user_session_list(user=user),
+            "current_session_key": request.session.session_key,
+        },
+        status=status,
+    )
+
+
+@login_required
+@sensitive_post_parameters("old_password", "new_password1", "new_password2")
+@require_http_methods(["GET", "POST"])
+def security(request: HttpRequest) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    form = PasswordChangeForm(user, request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            ended = user_password_change(
+                request=request, user=user, new_password=form.cleaned_data["new_password1"]
+            )
+            message = _("Your password is changed.")
+            if ended:
+                message += " " + ngettext(
+                    "%(count)d other session was signed out.",
+                    "%(count)d other sessions were signed out.",
+                    ended,
+                ) % {"count": ended}
+            messages.success(request, message)
+            return redirect("accounts:security")
+        return _security_page(request, password_form=form, status=400)
+    return _security_page(request, password_form=form)
+
+
+@login_required
+@require_POST
+def sessions_end_others(request: HttpRequest) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    ended = user_sessions_end_others(
+        user=user, keep_session_key=request.session.session_key, request=request
+    )
+    if ended:
+        messages.success(
+            request,
+            ngettext(
+                "Signed out %(count)d other session.",
+                "Signed out %(count)d other sessions.",
+                ended,
+            )
+            % {"count": ended},
+        )
+    else:
+        messages.info(request, _("You were not signed in anywhere else."))
+    return redirect("accounts:security")
+
+
+@login_required
+def security_log(request: HttpRequest) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    paginator = Paginator(audit_event_list_for_user(user=user), SECURITY_LOG_PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(request, "accounts/security_log.html", {"page": page})
