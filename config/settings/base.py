@@ -96,6 +96,8 @@ AUTHENTICATION_BACKENDS = [
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    # OAuth client secrets only (OAUTH2_PROVIDER["CLIENT_SECRET_HASHER"]); never a default.
+    "partners.oauth.hashers.ClientSecretHasher",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -222,13 +224,40 @@ OAUTH2_PROVIDER: dict = {
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "ROTATE_REFRESH_TOKEN": True,
     "SCOPES": {
-        "openid": "OpenID Connect sign-in",
-        "profile": "Name, language and time zone",
-        "email": "Email address",
-        "phone": "Phone number",
+        "openid": _("Sign you in with your Tokenpass account"),
+        "profile": _("See your name, language and time zone"),
+        "email": _("See your email address"),
+        "phone": _("See your phone number"),
+        "wallet:charge": _("Charge your token wallet"),
+        "settlement:read": _("Read the partner's settlement statements"),
     },
     "DEFAULT_SCOPES": ["openid"],
+    # partners/oauth: validator, backend, scopes per app, RFC 9068 JWT access tokens.
+    "OAUTH2_VALIDATOR_CLASS": "partners.oauth.validators.TokenpassOAuth2Validator",
+    "OAUTH2_BACKEND_CLASS": "partners.oauth.backends.TokenpassOAuthLibCore",
+    "SCOPES_BACKEND_CLASS": "partners.oauth.scopes.ApplicationScopes",
+    "ACCESS_TOKEN_GENERATOR": "partners.oauth.tokens.access_token_generate",
+    # Refresh tokens stay opaque (otherwise oauthlib would reuse the JWT generator).
+    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "CLIENT_SECRET_HASHER": "tokenpass_hmac_sha256",
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ACCESS_TOKEN_SECONDS", default=3600),
+    "ID_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ID_TOKEN_SECONDS", default=3600),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_REFRESH_TOKEN_SECONDS", default=30 * 24 * 3600),
+    "OIDC_ENABLED": True,
+    "OIDC_ISS_ENDPOINT": SITE_URL,
+    "OIDC_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+    # Ask before signing out only where OpenID RP-Initiated Logout requires it.
+    "OIDC_RP_INITIATED_LOGOUT_ALWAYS_PROMPT": False,
+    "OAUTH_DEVICE_VERIFICATION_URI": f"{SITE_URL}/device",
+    "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{SITE_URL}/device?user_code={{user_code}}",
+    "DEVICE_FLOW_INTERVAL": 5,
 }
+# Failed client authentications allowed per client_id and IP address before the token,
+# introspection and revocation endpoints refuse that pair for the window.
+OAUTH_CLIENT_AUTH_FAILURE_LIMIT = env.int("OAUTH_CLIENT_AUTH_FAILURE_LIMIT", default=10)
+OAUTH_CLIENT_AUTH_FAILURE_WINDOW = env.int("OAUTH_CLIENT_AUTH_FAILURE_WINDOW", default=300)
 
 LOGGING = {
     "version": 1,

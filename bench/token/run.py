@@ -1,0 +1,578 @@
+"""Token-endpoint grants per second: Tokenpass (Django + django-oauth-toolkit under gunicorn)
+beside panva's oidc-provider (Node.js), both on this machine's PostgreSQL.
+
+    .venv/bin/python bench/token/run.py [--seconds 10] [--clients 8] [--only tokenpass|node]
+
+Two grants are measured on each server: client credentials (a partner's server asks for a
+token for itself) and refresh token (an app renews a user's token; the refresh token rotates
+on every use, so each load-generator client follows its own chain). Every request
+authenticates the client with HTTP Basic and must answer 200 with an access token; anything
+else counts as an error and invalidates the figures.
+
+Both servers run production-like: Tokenpass with config.settings.production (DEBUG off,
+persistent database connections) in database ``tokenpass_bench``; oidc-provider in
+``tokenpass_bench_node`` with a PostgreSQL adapter (bench/token/node/server.js). The load
+generator runs on the same cores, and so does PostgreSQL, so the per-core figures are
+conservative; the figures per CPU-second of the application server leave both out.
+
+Only 127.0.0.1 is contacted, every loop is bounded in time and in count, and `npm ci` is the
+only step that reaches a registry (npm's, for the lock-filed packages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from http.client import HTTPConnection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = Path(__file__).resolve().parent / "node"
+PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "tokenpass_bench"
+NODE_DB_NAME = "tokenpass_bench_node"
+CLIENT_SECRET = "bench-client-secret-7Qm2xV9pL4"
+# Keycloak's sizing guide budgets one vCPU for every 120 client-credentials grants per second.
+KEYCLOAK_CC_PER_VCPU = 120.0
+MAX_REQUESTS_PER_CLIENT = 200_000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Run inside `manage.py shell` against the bench database: one partner, a confidential
+# client-credentials app, a confidential web app, and one refresh-token chain per client.
+SEED_SCRIPT = """
+import json, secrets
+from datetime import timedelta
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from accounts.models import User
+from partners.models import Application, Partner
+
+chains, secret, out, cc_scope, refresh_scope = {chains}, {secret!r}, {out!r}, {cc_scope!r}, {refresh_scope!r}
+partner = Partner.objects.create(name="Bench partner", status=Partner.Status.ACTIVE)
+common = dict(partner=partner, client_type=Application.CLIENT_CONFIDENTIAL, client_secret=secret,
+              hash_client_secret=True, algorithm=Application.RS256_ALGORITHM)
+cc = Application.objects.create(
+    name="Bench service", authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+    allowed_grant_types="client_credentials", allowed_scopes=cc_scope, **common)
+web = Application.objects.create(
+    name="Bench web app", authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+    redirect_uris="https://partner.example/callback",
+    allowed_grant_types="authorization_code refresh_token",
+    allowed_scopes=refresh_scope, **common)
+AccessToken, RefreshToken = get_access_token_model(), get_refresh_token_model()
+tokens = []
+for i in range(chains):
+    user = User.objects.create_user(phone=f"+8613700{{i:06d}}", password=None)
+    access = AccessToken.objects.create(
+        user=user, application=web, token=secrets.token_urlsafe(32), scope=refresh_scope,
+        expires=timezone.now() + timedelta(hours=1))
+    refresh = RefreshToken.objects.create(
+        user=user, application=web, token=secrets.token_urlsafe(32), access_token=access)
+    access.source_refresh_token = refresh
+    access.save(update_fields=["source_refresh_token"])
+    tokens.append(refresh.token)
+with open(out, "w") as handle:
+    json.dump({{"cc_client_id": cc.client_id, "web_client_id": web.client_id,
+               "refresh_tokens": tokens}}, handle)
+"""
+
+
+@dataclass
+class Target:
+    """One server under test: where its token endpoint is and what to send it."""
+
+    name: str
+    port: int
+    token_path: str
+    cc_client_id: str
+    web_client_id: str
+    secret: str
+    cc_scope: str
+    refresh_tokens: list[str]
+    root_pid: int
+
+
+@dataclass
+class Result:
+    grants_per_second: float
+    ok: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    server_cpu_seconds: float
+    first_error: str
+    sample_keys: list[str]
+
+    @property
+    def grants_per_cpu_second(self) -> float:
+        return self.ok / self.server_cpu_seconds if self.server_cpu_seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recreate_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The command name may hold spaces; the fields after its closing parenthesis do not.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry)
+        parents[pid] = int(fields[1])
+        times[pid] = int(fields[11]) + int(fields[12])
+    members = {root_pid}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in members and pid not in members:
+                members.add(pid)
+                grew = True
+    return sum(times.get(pid, 0) for pid in members) / CLK_TCK
+
+
+def wait_for_http(port: int, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path, headers={"Host": "127.0.0.1"})
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path}")
+
+
+def discover_token_path(port: int, candidates: list[str]) -> str:
+    """The token endpoint's path, read from the server's OpenID discovery document."""
+    for path in candidates:
+        conn = HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path, headers={"Host": "127.0.0.1", "X-Forwarded-Proto": "https"})
+        response = conn.getresponse()
+        body = response.read()
+        if response.status == 200:
+            return urllib.parse.urlsplit(json.loads(body)["token_endpoint"]).path
+    raise RuntimeError(f"no discovery document at any of {candidates} on port {port}")
+
+
+# -- load generator (one process per client) -------------------------------------------------
+
+
+def _client(
+    kind: str,
+    target: Target,
+    index: int,
+    start_at: float,
+    stop_at: float,
+    queue: mp.Queue,
+) -> None:
+    client_id = target.cc_client_id if kind == "client_credentials" else target.web_client_id
+    basic = base64.b64encode(
+        f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(target.secret)}".encode()
+    ).decode()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": f"Basic {basic}",
+        "Accept": "application/json",
+        "Host": "127.0.0.1",
+        # As a TLS-terminating proxy in front of the server would say.
+        "X-Forwarded-Proto": "https",
+    }
+    refresh_token = target.refresh_tokens[index] if kind == "refresh_token" else ""
+    conn = HTTPConnection("127.0.0.1", target.port, timeout=30)
+    ok = errors = 0
+    latencies: list[float] = []
+    first_error = ""
+    sample_keys: list[str] = []
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    for _ in range(MAX_REQUESTS_PER_CLIENT):
+        began = time.monotonic()
+        if began >= stop_at:
+            break
+        if kind == "client_credentials":
+            form = {"grant_type": "client_credentials"}
+            if target.cc_scope:
+                form["scope"] = target.cc_scope
+        else:
+            form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        try:
+            conn.request("POST", target.token_path, urllib.parse.urlencode(form), headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.will_close:
+                conn.close()
+        except OSError as exc:
+            conn.close()
+            errors += 1
+            first_error = first_error or repr(exc)
+            continue
+        finished = time.monotonic()
+        data = json.loads(body) if body.startswith(b"{") else {}
+        if response.status == 200 and "access_token" in data:
+            ok += 1
+            latencies.append(finished - began)
+            sample_keys = sample_keys or sorted(data)
+            if kind == "refresh_token":
+                refresh_token = data["refresh_token"]
+        else:
+            errors += 1
+            first_error = first_error or f"{response.status} {body[:300]!r}"
+            if kind == "refresh_token":
+                break  # the chain is broken; carrying on would only count more errors
+    conn.close()
+    queue.put((ok, errors, latencies, first_error, sample_keys))
+
+
+def measure(kind: str, target: Target, seconds: float, clients: int) -> Result:
+    queue: mp.Queue = mp.Queue()
+    start_at = time.monotonic() + 1.0
+    stop_at = start_at + seconds
+    procs = [
+        mp.Process(target=_client, args=(kind, target, n, start_at, stop_at, queue))
+        for n in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    cpu_before = tree_cpu_seconds(target.root_pid)
+    parts = [queue.get(timeout=seconds + 120) for _ in procs]
+    elapsed = time.monotonic() - start_at
+    cpu_after = tree_cpu_seconds(target.root_pid)
+    for p in procs:
+        p.join()
+    ok = sum(p[0] for p in parts)
+    errors = sum(p[1] for p in parts)
+    latencies = sorted(x for p in parts for x in p[2])
+
+    def pct(q: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
+        )
+
+    return Result(
+        grants_per_second=ok / elapsed,
+        ok=ok,
+        errors=errors,
+        p50_ms=pct(0.50),
+        p99_ms=pct(0.99),
+        server_cpu_seconds=cpu_after - cpu_before,
+        first_error=next((p[3] for p in parts if p[3]), ""),
+        sample_keys=next((p[4] for p in parts if p[4]), []),
+    )
+
+
+def warm_up(target: Target, seconds: float) -> None:
+    """Every worker imports its code and opens its database connection before the clock."""
+    spare = Target(**{**target.__dict__, "refresh_tokens": target.refresh_tokens[-1:]})
+    measure("client_credentials", spare, seconds, 2)
+    measure("refresh_token", spare, seconds, 1)
+
+
+# -- the two servers ---------------------------------------------------------------------------
+
+
+def tokenpass_env(keys_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": os.environ.get(
+                "BENCH_DJANGO_SETTINGS_MODULE", "config.settings.production"
+            ),
+            "SECRET_KEY": "bench-" + "k" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SITE_URL": "https://127.0.0.1",
+            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
+            "CONN_MAX_AGE": "600",
+            "SECURE_SSL_REDIRECT": "false",
+            "SECURE_HSTS_SECONDS": "0",
+            "CELERY_BROKER_URL": "memory://",
+            "CELERY_TASK_ALWAYS_EAGER": "true",
+            "OIDC_PRIVATE_KEYS_FILE": str(keys_file),
+            "OIDC_KEYS_GENERATE": "true",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def start_tokenpass(
+    workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str, token_path: str
+) -> tuple[subprocess.Popen, Target]:
+    env = tokenpass_env(workdir / "oidc-keys.json")
+    python = sys.executable
+    print(f"preparing database {DB_NAME} ...", flush=True)
+    recreate_database(DB_NAME)
+    quiet = {"cwd": ROOT, "env": env, "check": True, "stdout": subprocess.DEVNULL}
+    subprocess.run([python, "manage.py", "migrate", "--noinput"], **quiet)  # type: ignore[call-overload]
+    seed_file = workdir / "tokenpass-seed.json"
+    script = SEED_SCRIPT.format(
+        chains=chains,
+        secret=CLIENT_SECRET,
+        out=str(seed_file),
+        cc_scope=cc_scope,
+        refresh_scope=refresh_scope,
+    )
+    subprocess.run([python, "manage.py", "shell", "-c", script], **quiet)  # type: ignore[call-overload]
+    seed = json.loads(seed_file.read_text())
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(python).with_name("gunicorn")),
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    wait_for_http(port, "/healthz")
+    token_path = token_path or discover_token_path(
+        port, ["/.well-known/openid-configuration", "/o/.well-known/openid-configuration"]
+    )
+    return server, Target(
+        name="Tokenpass",
+        port=port,
+        token_path=token_path,
+        cc_client_id=seed["cc_client_id"],
+        web_client_id=seed["web_client_id"],
+        secret=CLIENT_SECRET,
+        cc_scope=cc_scope,
+        refresh_tokens=seed["refresh_tokens"],
+        root_pid=server.pid,
+    )
+
+
+def start_node(
+    workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str, token_format: str
+) -> tuple[subprocess.Popen, Target]:
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        raise RuntimeError("node and npm are needed for the oidc-provider figures")
+    print("npm ci (oidc-provider) ...", flush=True)
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=NODE_DIR,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    recreate_database(NODE_DB_NAME)
+    port = free_port()
+    seed_file = workdir / "node-seed.json"
+    env = dict(os.environ)
+    env.update(
+        {
+            "PORT": str(port),
+            "WORKERS": str(workers),
+            "DATABASE_URL": f"{PG_URL}/{NODE_DB_NAME}",
+            "CLIENT_ID": "bench-client",
+            "CLIENT_SECRET": CLIENT_SECRET,
+            "CHAINS": str(chains),
+            "SEED_OUT": str(seed_file),
+            "ACCESS_TOKEN_FORMAT": token_format,
+            "REFRESH_SCOPE": refresh_scope,
+            "CC_SCOPE": cc_scope,
+            "NODE_ENV": "production",
+        }
+    )
+    server = subprocess.Popen([node, "server.js"], cwd=NODE_DIR, env=env, stderr=subprocess.DEVNULL)
+    wait_for_http(port, "/.well-known/openid-configuration")
+    deadline = time.monotonic() + 60
+    while not seed_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seed = json.loads(seed_file.read_text())
+    return server, Target(
+        name="oidc-provider",
+        port=port,
+        token_path=discover_token_path(port, ["/.well-known/openid-configuration"]),
+        cc_client_id="bench-client",
+        web_client_id="bench-client",
+        secret=CLIENT_SECRET,
+        cc_scope=cc_scope,
+        refresh_tokens=seed["refresh_tokens"],
+        root_pid=server.pid,
+    )
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def bench_server(start, args: argparse.Namespace) -> tuple[Target, dict[str, Result]]:
+    server, target = start()
+    try:
+        warm_up(target, args.warmup)
+        results = {}
+        for kind in ("client_credentials", "refresh_token"):
+            print(
+                f"  {target.name}: {kind} ({args.clients} clients, {args.seconds:g} s) ...",
+                flush=True,
+            )
+            results[kind] = measure(kind, target, args.seconds, args.clients)
+        return target, results
+    finally:
+        stop(server)
+
+
+def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
+    cores = os.cpu_count() or 1
+    names = list(results)
+    print()
+    print(
+        f"cores {cores}; {args.clients} load-generator clients on the same cores; "
+        f"{args.seconds:g} s per figure"
+    )
+    print(
+        f"gunicorn workers {args.workers}; node workers {args.node_workers}; "
+        f"oidc-provider access tokens: {args.node_token_format}"
+    )
+    header = f"{'':34}" + "".join(f"{n:>16}" for n in names)
+    if len(names) == 2:
+        header += f"{'ratio':>10}"
+    print(header)
+    valid = True
+    for kind, label in (
+        ("client_credentials", "client credentials"),
+        ("refresh_token", "refresh token"),
+    ):
+        rows = [
+            (f"{label} grants/s", lambda r: f"{r.grants_per_second:16.1f}"),
+            ("  per core", lambda r: f"{r.grants_per_second / cores:16.1f}"),
+            ("  per app-server CPU-second", lambda r: f"{r.grants_per_cpu_second:16.1f}"),
+            ("  latency p50 / p99 ms", lambda r: f"{r.p50_ms:7.1f} /{r.p99_ms:7.1f}"),
+            ("  failed requests", lambda r: f"{r.errors:16d}"),
+        ]
+        for title, fmt in rows:
+            line = f"{title:34}" + "".join(fmt(results[n][kind]) for n in names)
+            if len(names) == 2 and title == f"{label} grants/s":
+                a, b = (results[n][kind].grants_per_second for n in names)
+                line += f"{(a / b if b else 0.0):10.2f}"
+            if len(names) == 2 and title == "  per app-server CPU-second":
+                a, b = (results[n][kind].grants_per_cpu_second for n in names)
+                line += f"{(a / b if b else 0.0):10.2f}"
+            print(line)
+        for n in names:
+            r = results[n][kind]
+            if r.errors or not r.ok:
+                valid = False
+                print(f"  {n} {kind} first error: {r.first_error}")
+    print()
+    print(
+        f"Keycloak sizing budget: {KEYCLOAK_CC_PER_VCPU:.0f} client-credentials grants/s per vCPU"
+    )
+    for n in names:
+        r = results[n]["client_credentials"]
+        per_core = r.grants_per_second / cores
+        print(
+            f"  {n:14} {per_core:7.1f}/s per core ({per_core / KEYCLOAK_CC_PER_VCPU:4.2f}x), "
+            f"{r.grants_per_cpu_second:7.1f}/s per app-server CPU-second "
+            f"({r.grants_per_cpu_second / KEYCLOAK_CC_PER_VCPU:4.2f}x)"
+        )
+    for n in names:
+        print(f"  {n} refresh response fields: {' '.join(results[n]['refresh_token'].sample_keys)}")
+    return valid
+
+
+def main() -> None:
+    cores = os.cpu_count() or 2
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2 * cores + 1, help="gunicorn workers")
+    parser.add_argument("--node-workers", type=int, default=cores)
+    parser.add_argument("--only", choices=["tokenpass", "node"])
+    parser.add_argument(
+        "--token-path", default="", help="Tokenpass token endpoint (default: from discovery)"
+    )
+    parser.add_argument("--cc-scope", default="")
+    parser.add_argument("--refresh-scope", default="openid profile")
+    parser.add_argument(
+        "--node-token-format",
+        choices=["opaque", "jwt"],
+        default="jwt",
+        help="oidc-provider access token format (Tokenpass issues RFC 9068 JWTs)",
+    )
+    args = parser.parse_args()
+    args.seconds = min(args.seconds, 120.0)
+    args.clients = max(1, min(args.clients, 64))
+    chains = args.clients + 1  # one per client, and one for the warm-up
+
+    results: dict[str, dict[str, Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.only in (None, "tokenpass"):
+            print(f"Tokenpass under gunicorn ({args.workers} workers) ...", flush=True)
+            _, results["Tokenpass"] = bench_server(
+                lambda: start_tokenpass(
+                    workdir,
+                    args.workers,
+                    chains,
+                    args.cc_scope,
+                    args.refresh_scope,
+                    args.token_path,
+                ),
+                args,
+            )
+        if args.only in (None, "node"):
+            print(f"oidc-provider under node ({args.node_workers} workers) ...", flush=True)
+            _, results["oidc-provider"] = bench_server(
+                lambda: start_node(
+                    workdir,
+                    args.node_workers,
+                    chains,
+                    args.cc_scope,
+                    args.refresh_scope + " offline_access",
+                    args.node_token_format,
+                ),
+                args,
+            )
+    if not report(results, args):
+        sys.exit("some grants failed: the figures are not valid")
+
+
+if __name__ == "__main__":
+    main()
