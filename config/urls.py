@@ -6,6 +6,7 @@ from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from config import health
+from partners.oauth import urls as oauth_urls
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -15,6 +16,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    # OAuth 2.0 / OpenID Connect provider (partners/oauth).
+    path("o/", include("partners.oauth.urls")),
+    *oauth_urls.root_urlpatterns,
     path("", include("accounts.urls")),
 ]
 

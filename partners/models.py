@@ -1,7 +1,22 @@
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from jwcrypto import jwk
 from oauth2_provider.models import AbstractApplication
+
+# The grants a partner app may hold. Implicit, password and hybrid are refused (RFC 9700).
+GRANT_TYPES_ALLOWED = (
+    AbstractApplication.GRANT_AUTHORIZATION_CODE,
+    "refresh_token",
+    AbstractApplication.GRANT_CLIENT_CREDENTIALS,
+    AbstractApplication.GRANT_DEVICE_CODE,
+)
+# What an app with no explicit allowed_scopes may ask for: identity only, never wallet access.
+IDENTITY_SCOPES = ("openid", "profile", "email", "phone")
 
 
 class Partner(models.Model):
@@ -52,3 +67,127 @@ class Application(AbstractApplication):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
         verbose_name = _("application")
         verbose_name_plural = _("applications")
+
+    def grant_types(self) -> set[str]:
+        """The grants this app holds: allowed_grant_types, or DOT's single field if empty."""
+        declared = set(self.allowed_grant_types.split())
+        if not declared and self.authorization_grant_type:
+            declared = {self.authorization_grant_type}
+        return declared & set(GRANT_TYPES_ALLOWED)
+
+    def allows_grant_type(self, *grant_types: str) -> bool:
+        # DOT maps the refresh_token grant onto the grants that issue refresh tokens; we make
+        # refresh an explicit grant so that an app can be denied refresh tokens.
+        return bool(self.grant_types() & set(grant_types))
+
+    def scope_list(self) -> list[str]:
+        """Scopes this app may request (identity scopes if none are configured)."""
+        return self.allowed_scopes.split() or list(IDENTITY_SCOPES)
+
+    def is_usable(self, request: Any) -> bool:
+        """A suspended partner's apps get no tokens, and their live tokens stop working."""
+        return self.partner is None or self.partner.status != Partner.Status.SUSPENDED
+
+    @property
+    def jwk_key(self) -> jwk.JWK:
+        # RS256 tokens are signed with the rotating key set, not DOT's single PEM setting.
+        if self.algorithm == AbstractApplication.RS256_ALGORITHM:
+            from partners.oauth.keys import signing_jwk
+
+            return signing_jwk()
+        return super().jwk_key
+
+    def clean(self) -> None:
+        errors: dict[str, list[ValidationError]] = {}
+        try:
+            super().clean()
+        except ValidationError as exc:
+            for field, field_errors in exc.error_dict.items():
+                kept = [
+                    e
+                    for e in field_errors
+                    # Our RS256 keys come from partners.oauth.keys, not OIDC_RSA_PRIVATE_KEY.
+                    if not (field == "algorithm" and "OIDC_RSA_PRIVATE_KEY" in str(e.message))
+                ]
+                if kept:
+                    errors[field] = kept
+        unknown = set(self.allowed_grant_types.split()) - set(GRANT_TYPES_ALLOWED)
+        if unknown:
+            errors.setdefault("allowed_grant_types", []).append(
+                ValidationError(
+                    _("Not an allowed grant type: %(grants)s."),
+                    params={"grants": ", ".join(sorted(unknown))},
+                )
+            )
+        if self.authorization_grant_type not in GRANT_TYPES_ALLOWED:
+            errors.setdefault("authorization_grant_type", []).append(
+                ValidationError(_("This grant type is not allowed (RFC 9700)."))
+            )
+        if (
+            AbstractApplication.GRANT_CLIENT_CREDENTIALS in self.grant_types()
+            and self.client_type != AbstractApplication.CLIENT_CONFIDENTIAL
+        ):
+            errors.setdefault("client_type", []).append(
+                ValidationError(_("Only confidential clients may use client credentials."))
+            )
+        known_scopes = set(settings.OAUTH2_PROVIDER["SCOPES"])
+        unknown_scopes = set(self.allowed_scopes.split()) - known_scopes
+        if unknown_scopes:
+            errors.setdefault("allowed_scopes", []).append(
+                ValidationError(
+                    _("Unknown scopes: %(scopes)s."),
+                    params={"scopes": ", ".join(sorted(unknown_scopes))},
+                )
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
+class Consent(models.Model):
+    """What a person allowed a partner app to do. One row per user and app; the scope set
+    grows when the person approves more. Revoking an app deletes the row (the audit log keeps
+    the history) together with every token of that app for that person."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="app_consents"
+    )
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="consents")
+    scope = models.TextField(_("scopes"), help_text=_("Space separated, sorted."))
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("consent")
+        verbose_name_plural = _("consents")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "application"], name="consent_user_app")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.application}"
+
+    def scope_set(self) -> set[str]:
+        return set(self.scope.split())
+
+
+class AuthorizationCode(models.Model):
+    """Our record of an authorization code, kept after DOT deletes its grant: when and how
+    the person signed in (OIDC auth_time), and which tokens the code produced, so that a
+    replayed code revokes them (RFC 6749 §4.1.2). Only a SHA-256 of the code is stored."""
+
+    code_checksum = models.CharField(max_length=64, unique=True)
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    auth_time = models.BigIntegerField(help_text=_("When the person signed in (Unix time)."))
+    created_at = models.DateTimeField(default=timezone.now)
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    access_token_checksum = models.CharField(max_length=64, blank=True)
+    token_family = models.UUIDField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("authorization code")
+        verbose_name_plural = _("authorization codes")
+
+    def __str__(self) -> str:
+        return f"Authorization code #{self.pk}"

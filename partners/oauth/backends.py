@@ -1,0 +1,37 @@
+"""The bridge between Django requests and oauthlib."""
+
+import time
+from typing import Any
+
+from django.http import HttpRequest
+from oauth2_provider.oauth2_backends import OAuthLibCore
+
+from accounts.login_flow import AUTH_TIME_SESSION_KEY
+
+# Keys without the HTTP_ prefix cannot come from a client: WSGI prefixes every request
+# header with HTTP_. The validator reads the signed-in person from them.
+SESSION_USER_KEY = "tokenpass.session_user_id"
+SESSION_AUTH_TIME_KEY = "tokenpass.session_auth_time"
+
+
+def session_auth_time(request: HttpRequest) -> int:
+    """When the person behind this session signed in (OIDC auth_time)."""
+    value = request.session.get(AUTH_TIME_SESSION_KEY) if hasattr(request, "session") else None
+    if isinstance(value, int | float):
+        return int(value)
+    last_login = getattr(request.user, "last_login", None)
+    if last_login is not None:
+        return int(last_login.timestamp())
+    return int(time.time())
+
+
+class TokenpassOAuthLibCore(OAuthLibCore):
+    def extract_headers(self, request: HttpRequest) -> dict[str, Any]:
+        headers: dict[str, Any] = super().extract_headers(request)
+        headers.pop(SESSION_USER_KEY, None)
+        headers.pop(SESSION_AUTH_TIME_KEY, None)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            headers[SESSION_USER_KEY] = str(user.pk)
+            headers[SESSION_AUTH_TIME_KEY] = str(session_auth_time(request))
+        return headers

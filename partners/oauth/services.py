@@ -1,0 +1,113 @@
+"""Writes for the OAuth side: consents, revocation, client secrets, replayed codes."""
+
+import hashlib
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from oauth2_provider.generators import generate_client_secret
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+
+from accounts.audit import audit_event_record
+from accounts.models import AuditEvent, User
+from partners.models import Application, AuthorizationCode, Consent
+
+
+def token_checksum(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def consent_record(
+    *, user: User, application: Application, scopes: list[str], request: HttpRequest | None
+) -> Consent:
+    """Remember that the person allowed `scopes` to this app (added to what they allowed
+    before) and write an APP_AUTHORIZED audit row when something new was allowed."""
+    now = timezone.now()
+    with transaction.atomic():
+        consent, created = Consent.objects.select_for_update().get_or_create(
+            user=user,
+            application=application,
+            defaults={"scope": " ".join(sorted(set(scopes))), "created_at": now, "updated_at": now},
+        )
+        added = set(scopes) - consent.scope_set() if not created else set(scopes)
+        if not created and added:
+            consent.scope = " ".join(sorted(consent.scope_set() | added))
+            consent.updated_at = now
+            consent.save(update_fields=["scope", "updated_at"])
+        if added:
+            audit_event_record(
+                action=AuditEvent.Action.APP_AUTHORIZED,
+                user=user,
+                request=request,
+                data={"client_id": application.client_id, "scopes": sorted(added)},
+            )
+    return consent
+
+
+def consent_touch(*, user: User, application: Application) -> None:
+    """Note that the app just obtained tokens for the person (the "last used" time)."""
+    Consent.objects.filter(user=user, application=application).update(last_used_at=timezone.now())
+
+
+def user_app_tokens_revoke(*, user: User, application: Application) -> int:
+    """Revoke every token and pending code this app holds for the person, at once.
+    Returns how many access and refresh tokens died."""
+    access_model = get_access_token_model()
+    refresh_model = get_refresh_token_model()
+    with transaction.atomic():
+        now = timezone.now()
+        refreshed = refresh_model.objects.filter(
+            user=user, application=application, revoked__isnull=True
+        ).update(revoked=now, updated=now)
+        deleted_access, _ = access_model.objects.filter(user=user, application=application).delete()
+        get_id_token_model().objects.filter(user=user, application=application).delete()
+        get_grant_model().objects.filter(user=user, application=application).delete()
+    return refreshed + deleted_access
+
+
+def consent_revoke(*, user: User, application: Application, request: HttpRequest | None) -> bool:
+    """The person withdraws an app: its consent and all its tokens for them die together.
+    Returns False if there was nothing to revoke."""
+    with transaction.atomic():
+        deleted, _ = Consent.objects.filter(user=user, application=application).delete()
+        revoked = user_app_tokens_revoke(user=user, application=application)
+        if not deleted and not revoked:
+            return False
+        audit_event_record(
+            action=AuditEvent.Action.APP_REVOKED,
+            user=user,
+            request=request,
+            data={"client_id": application.client_id, "tokens_revoked": revoked},
+        )
+    return True
+
+
+def authorization_code_replay_revoke(*, record: AuthorizationCode) -> None:
+    """A code came back after it was redeemed: revoke everything it produced (RFC 6749
+    §4.1.2 says the server SHOULD)."""
+    refresh_model = get_refresh_token_model()
+    with transaction.atomic():
+        if record.token_family:
+            refresh_model.revoke_family(record.token_family)
+        if record.access_token_checksum:
+            get_access_token_model().objects.filter(
+                token_checksum=record.access_token_checksum
+            ).delete()
+
+
+def application_client_secret_rotate(*, application: Application) -> str:
+    """Give the app a new client secret and return it in plain text: the only time anyone
+    sees it. The stored value is a keyed hash; the old secret stops working at once."""
+    secret = generate_client_secret()
+    with transaction.atomic():
+        locked = Application.objects.select_for_update().get(pk=application.pk)
+        locked.client_secret = secret
+        locked.hash_client_secret = True
+        locked.save(update_fields=["client_secret", "hash_client_secret", "updated"])
+    application.refresh_from_db(fields=["client_secret", "hash_client_secret", "updated"])
+    return secret

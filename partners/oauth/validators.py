@@ -1,0 +1,287 @@
+"""Our oauthlib request validator: DOT's, plus what Tokenpass needs.
+
+- client authentication is rate limited per client_id and IP address;
+- prompt=none works (DOT 3.4 leaves the silent-login hooks unimplemented);
+- authorization codes are single use, and a replayed one revokes what it produced;
+- refresh token reuse is written to the security audit log;
+- device codes are bound to their client and redeemed once;
+- claims come from accounts.oidc, `sub` is the public id, auth_time is the real sign-in time;
+- ID tokens are verified against every published key, so rotation does not break them.
+"""
+
+import json
+import logging
+import time
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from jwcrypto import jwk, jws
+from oauth2_provider.models import get_device_grant_model
+from oauth2_provider.oauth2_validators import OAuth2Validator, RefreshToken
+from oauthlib.oauth2.rfc6749 import errors
+
+from accounts.audit import audit_event_record
+from accounts.models import AuditEvent, User
+from accounts.oidc import CLAIMS_SUPPORTED, user_claims
+from partners.models import AuthorizationCode
+from partners.oauth import keys, ratelimit
+from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
+from partners.oauth.selectors import consent_covers
+from partners.oauth.services import (
+    authorization_code_replay_revoke,
+    consent_touch,
+    token_checksum,
+)
+from partners.oauth.tokens import issuer
+
+log = logging.getLogger(__name__)
+
+
+class ClientAuthRateLimited(errors.OAuth2Error):
+    """Too many failed client authentications from this address for this client_id."""
+
+    error = "invalid_client"
+    status_code = 429
+    description = "Too many failed client authentications. Try again later."
+
+
+class _AuditRequest:
+    """Just enough of an HttpRequest for audit_event_record, built from oauthlib's headers
+    (which are a copy of the Django request's META)."""
+
+    def __init__(self, headers: Any) -> None:
+        self.META = {
+            "REMOTE_ADDR": headers.get("REMOTE_ADDR", ""),
+            "HTTP_USER_AGENT": headers.get("HTTP_USER_AGENT", ""),
+        }
+
+
+def _max_age(request: Any) -> int | None:
+    raw = getattr(request, "max_age", None)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(str(raw))
+    except (TypeError, ValueError):
+        raise errors.InvalidRequestError(
+            description="max_age must be a non-negative integer.", request=request
+        ) from None
+    if value < 0:
+        raise errors.InvalidRequestError(
+            description="max_age must be a non-negative integer.", request=request
+        )
+    return value
+
+
+class TokenpassOAuth2Validator(OAuth2Validator):
+    # Claims are released by scope in accounts.oidc, not by DOT's table.
+    oidc_claim_scope = None
+
+    # ---- client authentication -------------------------------------------------------
+
+    def authenticate_client(self, request: Any, *args: Any, **kwargs: Any) -> bool:
+        client_id = ratelimit.oauthlib_client_id(request)
+        ip = request.headers.get("REMOTE_ADDR")
+        if ratelimit.client_auth_blocked(client_id=client_id, ip=ip):
+            raise ClientAuthRateLimited(request=request)
+        authenticated = bool(super().authenticate_client(request, *args, **kwargs))
+        if not authenticated:
+            ratelimit.client_auth_failure_record(client_id=client_id, ip=ip)
+        return authenticated
+
+    def authenticate_client_id(
+        self, client_id: str, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        ip = request.headers.get("REMOTE_ADDR")
+        if ratelimit.client_auth_blocked(client_id=client_id or "", ip=ip):
+            raise ClientAuthRateLimited(request=request)
+        return bool(super().authenticate_client_id(client_id, request, *args, **kwargs))
+
+    # ---- the signed-in person, for prompt=none ------------------------------------
+
+    def _session_user(self, request: Any) -> User | None:
+        user_id = request.headers.get(SESSION_USER_KEY)
+        if not user_id:
+            return None
+        return User.objects.filter(pk=user_id, is_active=True).first()
+
+    def _session_auth_time(self, request: Any) -> int:
+        try:
+            return int(request.headers.get(SESSION_AUTH_TIME_KEY))
+        except (TypeError, ValueError):
+            return int(time.time())
+
+    def validate_silent_login(self, request: Any) -> bool:
+        """prompt=none: a session exists and, with max_age, is fresh enough."""
+        user = self._session_user(request)
+        if user is None:
+            return False
+        max_age = _max_age(request)
+        return max_age is None or time.time() - self._session_auth_time(request) <= max_age
+
+    def validate_silent_authorization(self, request: Any) -> bool:
+        """prompt=none: the person already allowed this app everything it asks for."""
+        user = self._session_user(request)
+        if user is None or request.client is None:
+            return False
+        if request.client.skip_authorization:
+            return True
+        scopes = request.scopes or self.get_default_scopes(request.client_id, request)
+        return consent_covers(user=user, application=request.client, scopes=scopes)
+
+    # ---- authorization codes --------------------------------------------------------
+
+    def save_authorization_code(
+        self, client_id: str, code: dict, request: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        with transaction.atomic():
+            super().save_authorization_code(client_id, code, request, *args, **kwargs)
+            AuthorizationCode.objects.create(
+                code_checksum=token_checksum(code["code"]),
+                application=request.client,
+                user=request.user,
+                auth_time=self._session_auth_time(request),
+            )
+
+    def validate_code(
+        self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        record = AuthorizationCode.objects.filter(
+            code_checksum=token_checksum(code), application=client
+        ).first()
+        if record is not None and record.redeemed_at is not None:
+            log.warning("Authorization code replayed for client %s", client.client_id)
+            authorization_code_replay_revoke(record=record)
+            return False
+        return bool(super().validate_code(client_id, code, client, request, *args, **kwargs))
+
+    # ---- tokens -----------------------------------------------------------------------
+
+    def save_bearer_token(self, token: dict, request: Any, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic():
+            record = None
+            if request.grant_type == "authorization_code":
+                # The conditional update is the single-use guard: of two concurrent
+                # redemptions exactly one sees the row unredeemed.
+                checksum = token_checksum(request.code)
+                claimed = AuthorizationCode.objects.filter(
+                    code_checksum=checksum, redeemed_at__isnull=True
+                ).update(redeemed_at=timezone.now())
+                if not claimed:
+                    raise errors.InvalidGrantError(request=request)
+                record = AuthorizationCode.objects.get(code_checksum=checksum)
+            elif request.grant_type == "urn:ietf:params:oauth:grant-type:device_code":
+                device_model = get_device_grant_model()
+                claimed = device_model.objects.filter(
+                    device_code=request._params.get("device_code", ""),
+                    client_id=request.client.client_id,
+                    status=device_model.AUTHORIZED,
+                ).update(status=device_model.EXPIRED)
+                if not claimed:
+                    raise errors.InvalidGrantError(request=request)
+            self._save_bearer_token(token, request, *args, **kwargs)
+            if record is not None:
+                record.access_token_checksum = token_checksum(token["access_token"])
+                if token.get("refresh_token"):
+                    family = (
+                        RefreshToken.objects.filter(
+                            token_checksum=token_checksum(token["refresh_token"]),
+                            revoked__isnull=True,
+                        )
+                        .values_list("token_family", flat=True)
+                        .first()
+                    )
+                    record.token_family = family
+                record.save(update_fields=["access_token_checksum", "token_family"])
+            if request.user is not None and request.client is not None:
+                consent_touch(user=request.user, application=request.client)
+
+    def validate_refresh_token(
+        self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        valid = bool(
+            super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
+        )
+        if valid:
+            return True
+        presented = (
+            RefreshToken.objects.filter(token_checksum=token_checksum(refresh_token))
+            .exclude(revoked__isnull=True)
+            .select_related("user", "application")
+            .order_by("-revoked")
+            .first()
+        )
+        if presented is not None:
+            # A revoked refresh token came back: a stolen copy or a confused client. DOT has
+            # already revoked the whole family; the person's security log records it.
+            with transaction.atomic():
+                audit_event_record(
+                    action=AuditEvent.Action.TOKEN_REUSE,
+                    user=presented.user,
+                    request=_AuditRequest(request.headers),  # type: ignore[arg-type]
+                    data={
+                        "client_id": presented.application.client_id,
+                        "token_family": str(presented.token_family or ""),
+                        "family_revoked": True,
+                    },
+                )
+        return False
+
+    # ---- OpenID Connect ------------------------------------------------------------------
+
+    def get_oidc_issuer_endpoint(self, request: Any) -> str:
+        return issuer()
+
+    def get_oidc_claims(self, token: Any, token_handler: Any, request: Any) -> dict[str, Any]:
+        return user_claims(user=request.user, scopes=request.scopes or [])
+
+    def get_discovery_claims(self, request: Any) -> list[str]:
+        return list(CLAIMS_SUPPORTED)
+
+    def get_userinfo_claims(self, request: Any) -> dict[str, Any]:
+        return user_claims(user=request.user, scopes=request.scopes or [])
+
+    def _auth_time_for(self, request: Any) -> int | None:
+        record = None
+        if request.grant_type == "authorization_code" and request.code:
+            record = AuthorizationCode.objects.filter(
+                code_checksum=token_checksum(request.code)
+            ).first()
+        elif request.grant_type == "refresh_token":
+            instance = getattr(request, "refresh_token_instance", None)
+            if instance is not None and instance.token_family:
+                record = AuthorizationCode.objects.filter(
+                    token_family=instance.token_family
+                ).first()
+        return record.auth_time if record is not None else None
+
+    def get_id_token_dictionary(
+        self, token: Any, token_handler: Any, request: Any
+    ) -> tuple[dict, Any]:
+        claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
+        auth_time = self._auth_time_for(request)
+        if auth_time is not None:
+            claims["auth_time"] = auth_time
+        return claims, expiration_time
+
+    def _get_key_for_token(self, token: str) -> jwk.JWK | None:
+        """The published key named by the token's kid (any published key, so that tokens
+        signed before a rotation still verify); None for anything malformed."""
+        try:
+            parsed = jws.JWS()
+            parsed.deserialize(token)
+            header = parsed.jose_header
+            payload = json.loads(parsed.objects["payload"].decode("utf-8"))
+        except Exception:  # any parse failure means "not our token"
+            return None
+        if not isinstance(header, dict) or not isinstance(payload, dict):
+            return None
+        if header.get("alg") == "RS256" and isinstance(header.get("kid"), str):
+            return keys.verification_jwk(header["kid"])
+        if "aud" not in payload:
+            return None
+        try:
+            return super()._get_key_for_token(token)
+        except Exception:
+            return None
