@@ -250,6 +250,7 @@ def _code_page(
     pending: dict[str, Any],
     form: CodeForm,
     status: int = 200,
+    error: str = "",
 ) -> HttpResponse:
     title = flow.title
     if flow is SIGNUP_FLOW and pending["channel"] == OneTimeCode.Channel.EMAIL:
@@ -263,6 +264,7 @@ def _code_page(
             "sent_text": flow.sent_text % {"recipient": pending["recipient"]},
             "start_url": _with_next(reverse(flow.start_url), pending.get("next", "")),
             "flow": flow,
+            "error": error,
         },
         status=status,
     )
@@ -279,9 +281,10 @@ def _code_resend(
             language=_language(),
         )
     except OtpRateLimited as exc:
-        form = CodeForm()
-        form.add_error(None, _rate_limited_message(exc.retry_after))
-        return _rate_limited(_code_page(request, flow, pending, form), exc.retry_after)
+        page = _code_page(
+            request, flow, pending, CodeForm(), error=_rate_limited_message(exc.retry_after)
+        )
+        return _rate_limited(page, exc.retry_after)
     messages.info(request, _("We sent a new code. Codes sent before it no longer work."))
     return redirect(flow.verify_url)
 

@@ -161,6 +161,9 @@ OTP_SEND_LIMITS_PER_IP = [
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Our login form and authenticate() call name the identifier "username"; without this axes
+# would look for the USERNAME_FIELD ("email"), find nothing and lock by address alone.
+AXES_USERNAME_FORM_FIELD = "username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 # Renders the lock-out page with the time to try again (takes precedence over the template).
