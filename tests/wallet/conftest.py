@@ -22,6 +22,8 @@ def fund(user, amount: int, *, expires_at: datetime | None = None, source=Bucket
             provider="test", provider_transaction_id=new_key(), user=user, amount=amount
         )
         return topup
+    if source == Bucket.Source.PURCHASE:
+        source = Bucket.Source.PROMOTION
     staff = UserFactory(is_staff=True)
     return services.wallet_staff_credit(
         user=user,

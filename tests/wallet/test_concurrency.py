@@ -1,0 +1,226 @@
+"""Real threads against PostgreSQL: every value-moving path under contention."""
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.utils import timezone
+
+from tests.factories import PriceFactory, UserFactory, WalletAppFactory
+from tests.wallet.conftest import balance, fund, held, new_key
+from wallet import services
+from wallet.audit import wallet_audit_run
+from wallet.exceptions import HoldNotOpen, InsufficientBalance, RefundTooLarge, WalletError
+from wallet.models import Charge, LedgerEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKERS = 16
+
+
+def run_concurrently(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run work(i) for i in range(count) on real threads that start together. Each returns
+    its result or the WalletError it raised; each thread closes its own connection."""
+    barrier = threading.Barrier(min(count, WORKERS))
+
+    def call(i: int) -> Any:
+        try:
+            if i < WORKERS:
+                barrier.wait(timeout=30)
+            return work(i)
+        except WalletError as error:
+            return error
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return list(pool.map(call, range(count)))
+
+
+@pytest.fixture
+def setup(db):
+    user = UserFactory()
+    app = WalletAppFactory()
+    PriceFactory(model__name="gpt-test", input_per_million=1_000_000)
+    return user, app
+
+
+def test_fifty_concurrent_charges_never_overdraw(setup):
+    user, app = setup
+    fund(user, 1000)
+    fund(user, 500, expires_at=timezone.now() + timedelta(days=1))
+
+    def work(i: int):
+        return services.wallet_charge(
+            user=user,
+            app=app,
+            model="gpt-test",
+            input_tokens=70,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key=f"charge-{i}",
+        )
+
+    results = run_concurrently(50, work)
+    accepted = [r for r in results if isinstance(r, Charge)]
+    refused = [r for r in results if isinstance(r, InsufficientBalance)]
+    assert len(accepted) == 1500 // 70 == 21
+    assert len(refused) == 29
+    assert balance(user) == 1500 - 21 * 70 == 30
+    wallet_sum = LedgerEntry.objects.filter(account__user=user, account__kind="wallet").aggregate(
+        total=Sum("amount")
+    )["total"]
+    assert wallet_sum == 30
+    assert wallet_audit_run().ok
+
+
+def test_same_idempotency_key_from_ten_threads_charges_once(setup):
+    user, app = setup
+    fund(user, 1000)
+
+    def work(i: int):
+        return services.wallet_charge(
+            user=user,
+            app=app,
+            model="gpt-test",
+            input_tokens=100,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key="one-request",
+        )
+
+    results = run_concurrently(10, work)
+    assert all(isinstance(r, Charge) for r in results), results
+    assert len({r.pk for r in results}) == 1
+    assert Charge.objects.count() == 1
+    assert balance(user) == 900
+
+
+def test_concurrent_holds_and_captures(setup):
+    user, app = setup
+    fund(user, 1000)
+
+    def work(i: int):
+        h = services.wallet_hold_create(user=user, app=app, amount=90, idempotency_key=f"h{i}")
+        if i % 2:
+            return services.wallet_hold_release(hold_id=h.pk, app=app, idempotency_key=f"r{i}")
+        return services.wallet_hold_capture(
+            hold_id=h.pk,
+            app=app,
+            model="gpt-test",
+            input_tokens=40,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key=f"c{i}",
+        )
+
+    results = run_concurrently(30, work)
+    captured = [r for r in results if isinstance(r, Charge)]
+    assert held(user) == 0
+    assert balance(user) == 1000 - 40 * len(captured)
+    assert all(not isinstance(r, Exception) or isinstance(r, InsufficientBalance) for r in results)
+    assert wallet_audit_run().ok
+
+
+def test_concurrent_capture_and_release_of_one_hold(setup):
+    user, app = setup
+    fund(user, 1000)
+    h = services.wallet_hold_create(user=user, app=app, amount=500, idempotency_key="h")
+
+    def work(i: int):
+        if i % 2:
+            return services.wallet_hold_release(hold_id=h.pk, app=app, idempotency_key=f"r{i}")
+        return services.wallet_hold_capture(
+            hold_id=h.pk,
+            app=app,
+            model="gpt-test",
+            input_tokens=100,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key=f"c{i}",
+        )
+
+    results = run_concurrently(10, work)
+    winners = [r for r in results if not isinstance(r, HoldNotOpen)]
+    assert len(winners) == 1
+    assert balance(user) in (900, 1000)
+    assert held(user) == 0
+    assert wallet_audit_run().ok
+
+
+def test_concurrent_refunds_never_exceed_the_charge(setup):
+    user, app = setup
+    fund(user, 1000)
+    charge = services.wallet_charge(
+        user=user,
+        app=app,
+        model="gpt-test",
+        input_tokens=300,
+        cached_input_tokens=0,
+        output_tokens=0,
+        idempotency_key="c",
+    )
+
+    def work(i: int):
+        return services.wallet_refund(
+            charge_id=charge.pk, app=app, amount=70, idempotency_key=f"refund-{i}"
+        )
+
+    results = run_concurrently(12, work)
+    assert sum(1 for r in results if isinstance(r, RefundTooLarge)) == 8
+    charge.refresh_from_db()
+    assert charge.refunded_amount == 280
+    assert balance(user) == 980
+    assert wallet_audit_run().ok
+
+
+def test_concurrent_redemption_of_one_code_credits_once(setup):
+    _user, _app = setup
+    staff = UserFactory(is_staff=True)
+    _batch, codes = services.redemption_batch_create(
+        name="launch",
+        amount=500,
+        count=1,
+        codes_expire_at=timezone.now() + timedelta(days=1),
+        credit_valid_days=None,
+        created_by=staff,
+    )
+    users = [UserFactory() for _ in range(10)]
+
+    def work(i: int):
+        return services.wallet_code_redeem(user=users[i], code=codes[0])
+
+    results = run_concurrently(10, work)
+    credited = [u for u, r in zip(users, results, strict=True) if not isinstance(r, Exception)]
+    assert len(credited) == 1
+    assert sum(balance(u) for u in users) == 500
+    assert wallet_audit_run().ok
+
+
+def test_concurrent_payment_notifications_credit_once(setup):
+    user, _app = setup
+
+    def work(i: int):
+        return services.wallet_topup_credit(
+            provider="test", provider_transaction_id="pay_1", user=user, amount=250
+        )
+
+    results = run_concurrently(10, work)
+    assert sum(1 for _topup, created in results if created) == 1
+    assert balance(user) == 250
+
+
+def test_concurrent_first_use_creates_one_wallet(db):
+    fresh = UserFactory()
+    run_concurrently(
+        8,
+        lambda i: services.wallet_topup_credit(
+            provider="test", provider_transaction_id=new_key(), user=fresh, amount=10
+        ),
+    )
+    assert balance(fresh) == 80
