@@ -1,6 +1,7 @@
 """Password login (through authenticate and django-axes), sign-in by code, next, sign-out."""
 
 import re
+import time
 
 import pytest
 from django.test import Client
@@ -241,14 +242,14 @@ def test_replayed_login_code_fails(client, post):
     code = last_sms_code("+8613800138000")
     client.post(LOGIN_CODE_VERIFY, {"code": code})
 
+    # Someone who saw the code replays it from another browser with the same pending login.
     attacker = Client()
-    attacker.session  # noqa: B018
     session = attacker.session
-    session["tokenpass_login_code"] = client.session.get("tokenpass_login_code") or {
+    session["tokenpass_login_code"] = {
         "channel": "sms",
         "recipient": "+8613800138000",
         "next": "",
-        "started": 2**40,
+        "started": int(time.time()),
     }
     session.save()
     attacker.cookies["sessionid"] = session.session_key
@@ -263,7 +264,7 @@ def test_login_code_attempts_run_out(client, post, settings):
     UserFactory(phone="+8613800138000")
     post(LOGIN_CODE, {"username": "+8613800138000"})
     code = last_sms_code("+8613800138000")
-    wrong = "%06d" % ((int(code) + 1) % 1_000_000)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
 
     for _ in range(settings.OTP_CODE_MAX_ATTEMPTS):
         assert client.post(LOGIN_CODE_VERIFY, {"code": wrong}).status_code == 400
@@ -302,11 +303,13 @@ def test_malformed_codes_are_form_errors(client, post):
     UserFactory(phone="+8613800138000")
     post(LOGIN_CODE, {"username": "+8613800138000"})
 
-    for code in ["12345", "abcdef", "１２３４５６", "1" * 100]:
+    for code in ["12345", "abcdef", "\uff11\uff12\uff13\uff14\uff15\uff16", "1" * 100]:
         response = client.post(LOGIN_CODE_VERIFY, {"code": code})
         assert response.status_code == 400
         assert b'class="errorlist' in response.content
-    assert "Enter the 6 digits" in client.post(LOGIN_CODE_VERIFY, {"code": "12a456"}).content.decode()
+    assert (
+        "Enter the 6 digits" in client.post(LOGIN_CODE_VERIFY, {"code": "12a456"}).content.decode()
+    )
     assert OneTimeCode.objects.get().attempts == 0
 
 
