@@ -306,9 +306,7 @@ def test_five_wrong_codes_drop_the_pending_login(client, no_throttle):
     assert late.status_code == 302
     assert late.url == reverse("accounts:login")
     assert SESSION_KEY not in client.session
-    assert (
-        AuditEvent.objects.filter(user=user, action=AuditEvent.Action.LOGIN_FAILURE).count() == 5
-    )
+    assert AuditEvent.objects.filter(user=user, action=AuditEvent.Action.LOGIN_FAILURE).count() == 5
 
 
 def test_django_otp_back_off_refuses_a_code_right_after_a_wrong_one(client):
