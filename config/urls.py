@@ -19,6 +19,7 @@ urlpatterns = [
     # OAuth 2.0 / OpenID Connect provider (partners/oauth).
     path("o/", include("partners.oauth.urls")),
     *oauth_urls.root_urlpatterns,
+    path("wallet/", include("wallet.urls")),
     path("", include("accounts.urls")),
 ]
 
