@@ -11,7 +11,11 @@ from django.utils.translation import ngettext
 
 from accounts.forms_account import UserAdminChangeForm, UserAdminCreationForm
 from accounts.models import AuditEvent, OneTimeCode, User, UserSession
-from accounts.services_account import lockout_release, user_password_set_by_staff
+from accounts.services_account import (
+    lockout_release,
+    user_password_set_by_staff,
+    user_sessions_end_all_by_staff,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -53,6 +57,7 @@ class UserAdmin(DjangoUserAdmin):
     )
     search_fields = ("phone", "email", "public_id", "display_name")
     search_help_text = _("Search by phone number, email address, public id or display name.")
+    actions = ["sign_out_everywhere"]
     ordering = ("-date_joined",)
     readonly_fields = ("public_id", "date_joined", "last_login")
     fieldsets = (
@@ -86,8 +91,28 @@ class UserAdmin(DjangoUserAdmin):
         if request.method == "POST" and response.status_code == 302:
             user = self.get_object(request, id)
             if user is not None:
-                user_password_set_by_staff(user=user, actor=request.user)  # type: ignore[arg-type]
+                user_password_set_by_staff(
+                    user=user,
+                    actor=request.user,  # type: ignore[arg-type]
+                    request=request,
+                )
         return response
+
+    @admin.action(description=_("Sign out everywhere"))
+    def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        ended = 0
+        for user in queryset.order_by("pk"):
+            ended += user_sessions_end_all_by_staff(
+                user=user,
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+            )
+        self.message_user(
+            request,
+            ngettext("Ended %(count)d session.", "Ended %(count)d sessions.", ended)
+            % {"count": ended},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(AuditEvent)

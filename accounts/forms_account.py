@@ -147,6 +147,12 @@ class UserAdminChangeForm(forms.ModelForm):
         except InvalidPhoneNumber as exc:
             raise forms.ValidationError(_("Enter a valid phone number.")) from exc
 
+    def clean_time_zone(self) -> str:
+        value: str = self.cleaned_data.get("time_zone") or ""
+        if value not in available_timezones():
+            raise forms.ValidationError(_("Enter a time zone name such as Asia/Shanghai or UTC."))
+        return value
+
     def clean_email(self) -> str | None:
         value = (self.cleaned_data.get("email") or "").strip().lower()
         return value or None

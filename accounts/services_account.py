@@ -173,18 +173,71 @@ def user_profile_update(
     return changed
 
 
-def user_password_set_by_staff(*, user: AbstractBaseUser, actor: User) -> None:
+def user_password_set_by_staff(
+    *, user: AbstractBaseUser, actor: User, request: HttpRequest | None = None
+) -> None:
     """Record that staff set a user's password through the admin (the admin's standard form
-    has already saved it; every session of the user ends because the auth hash changed)."""
+    has already saved it) and end the user's sessions, which the new password invalidates
+    anyway. The staff member's own current session survives if they changed their own."""
     assert isinstance(user, User)
+    keep = request.session.session_key if request is not None and user.pk == actor.pk else None
     with transaction.atomic():
-        _sessions_end(sessions=list(UserSession.objects.filter(user=user).order_by("pk")))
+        _sessions_end(
+            sessions=list(
+                UserSession.objects.filter(user=user).exclude(session_key=keep or "").order_by("pk")
+            )
+        )
         audit_event_record(
             action=AuditEvent.Action.PASSWORD_CHANGE,
             user=user,
             actor=actor,
+            request=request,
             data={"by_staff": True},
         )
+
+
+def user_sessions_end_all_by_staff(*, user: User, actor: User, request: HttpRequest) -> int:
+    """Sign `user` out everywhere (staff action, e.g. a stolen phone). Writes SESSIONS_REVOKED
+    with the staff member as actor. Returns how many sessions ended."""
+    keep = request.session.session_key if user.pk == actor.pk else None
+    with transaction.atomic():
+        rows = list(
+            UserSession.objects.select_for_update()
+            .filter(user=user)
+            .exclude(session_key=keep or "")
+            .order_by("pk")
+        )
+        ended = _sessions_end(sessions=rows)
+        audit_event_record(
+            action=AuditEvent.Action.SESSIONS_REVOKED,
+            user=user,
+            actor=actor,
+            request=request,
+            data={"ended": ended, "by_staff": True},
+        )
+    return ended
+
+
+def user_session_end(*, user: User, session_id: int, request: HttpRequest) -> bool:
+    """End one of the user's own other sessions (not the current one). Writes
+    SESSIONS_REVOKED. Returns False if there is no such session."""
+    with transaction.atomic():
+        row = (
+            UserSession.objects.select_for_update()
+            .filter(user=user, pk=session_id)
+            .exclude(session_key=request.session.session_key or "")
+            .first()
+        )
+        if row is None:
+            return False
+        _sessions_end(sessions=[row])
+        audit_event_record(
+            action=AuditEvent.Action.SESSIONS_REVOKED,
+            user=user,
+            request=request,
+            data={"ended": 1},
+        )
+    return True
 
 
 def lockout_release(*, attempt: AccessAttempt, actor: User, request: HttpRequest | None) -> int:

@@ -99,7 +99,7 @@ def totp_qr_svg(*, device: TOTPDevice) -> str:
 def _check_throttle(device: Device) -> None:
     allowed, _info = device.verify_is_allowed()
     if not allowed:
-        raise MfaThrottled(_("Too many wrong codes. Wait a minute before trying again."))
+        raise MfaThrottled(_("Too many wrong codes in a row. Wait a few seconds, then try again."))
 
 
 def _recovery_codes_create(*, user: User) -> list[str]:

@@ -24,6 +24,11 @@ urlpatterns = [
         views_account.sessions_end_others,
         name="sessions_end_others",
     ),
+    path(
+        "account/security/sessions/<int:session_id>/end/",
+        views_account.session_end,
+        name="session_end",
+    ),
     path("account/security/log/", views_account.security_log, name="security_log"),
     path("account/security/two-factor/setup/", views_mfa.mfa_setup, name="mfa_setup"),
     path(

@@ -15,10 +15,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.forms_account import ProfileForm
 from accounts.models import User
-from accounts.selectors_account import audit_event_list_for_user, user_session_list
+from accounts.selectors_account import (
+    audit_event_list_for_user,
+    user_session_list,
+    user_time_zone,
+)
 from accounts.services_account import (
     user_password_change,
     user_profile_update,
+    user_session_end,
     user_session_ensure,
     user_sessions_end_others,
     user_sessions_prune,
@@ -80,6 +85,7 @@ def _security_page(
             "recovery_codes_left": recovery_codes_left(user=user) if enabled else 0,
             "sessions": user_session_list(user=user),
             "current_session_key": request.session.session_key,
+            "tz_name": user_time_zone(user=user),
         },
         status=status,
     )
@@ -132,8 +138,23 @@ def sessions_end_others(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def session_end(request: HttpRequest, session_id: int) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    if user_session_end(user=user, session_id=session_id, request=request):
+        messages.success(request, _("That session is signed out."))
+    else:
+        messages.info(request, _("That session had already ended."))
+    return redirect("accounts:security")
+
+
+@login_required
 def security_log(request: HttpRequest) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
     paginator = Paginator(audit_event_list_for_user(user=user), SECURITY_LOG_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
-    return render(request, "accounts/security_log.html", {"page": page})
+    return render(
+        request,
+        "accounts/security_log.html",
+        {"page": page, "tz_name": user_time_zone(user=user)},
+    )

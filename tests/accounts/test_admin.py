@@ -358,3 +358,45 @@ def test_device_id_is_what_makes_a_session_verified(client):
     session.save()
 
     assert client.get("/admin/accounts/user/").status_code == 302
+
+
+def test_staff_can_sign_a_user_out_everywhere(client):
+    staff = staff_signed_in_with_code(client)
+    target = UserFactory()
+    phone, laptop = client.__class__(), client.__class__()
+    start_primary_login(phone, target)
+    start_primary_login(laptop, target)
+
+    response = client.post(
+        reverse("admin:accounts_user_changelist"),
+        {"action": "sign_out_everywhere", "_selected_action": [target.pk]},
+        follow=True,
+    )
+
+    assert "Ended 2 sessions." in response.content.decode()
+    assert SESSION_KEY not in phone.session
+    assert SESSION_KEY not in laptop.session
+    event = AuditEvent.objects.get(user=target, action=AuditEvent.Action.SESSIONS_REVOKED)
+    assert event.actor_id == staff.pk
+    assert client.get("/admin/").status_code == 200
+
+
+def test_the_admin_refuses_an_unknown_time_zone(client):
+    staff_signed_in_with_code(client)
+    target = UserFactory()
+
+    response = client.post(
+        reverse("admin:accounts_user_change", args=[target.pk]),
+        {
+            "phone": target.phone,
+            "email": target.email,
+            "locale": "en",
+            "time_zone": "Mars/Base",
+            "is_active": "on",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Enter a time zone name" in response.content.decode()
+    target.refresh_from_db()
+    assert target.time_zone == "UTC"

@@ -319,7 +319,7 @@ def test_django_otp_back_off_refuses_a_code_right_after_a_wrong_one(client):
     response = client.post(url, {"code": totp_code(device)})
 
     assert response.status_code == 400
-    assert "Too many wrong codes" in response.content.decode()
+    assert "Too many wrong codes in a row" in response.content.decode()
     assert SESSION_KEY not in client.session
 
 

@@ -193,3 +193,48 @@ def test_last_seen_is_refreshed_at_most_once_a_minute():
     session.save()
     client.get(reverse("accounts:profile"))
     assert UserSession.objects.get(session_key=key).last_seen_at > long_ago + timedelta(hours=2)
+
+
+def test_one_other_session_can_be_signed_out_from_the_list():
+    user = UserFactory()
+    here = signed_in_client(user)
+    lost_phone = signed_in_client(user)
+    kept = signed_in_client(user)
+    row = UserSession.objects.get(session_key=lost_phone.session.session_key)
+    assert (
+        f"/account/security/sessions/{row.pk}/end/"
+        in here.get(reverse("accounts:security")).content.decode()
+    )
+
+    here.post(reverse("accounts:session_end", args=[row.pk]))
+
+    assert lost_phone.get(reverse("accounts:profile")).status_code == 302
+    assert kept.get(reverse("accounts:profile")).status_code == 200
+    assert here.get(reverse("accounts:profile")).status_code == 200
+    assert AuditEvent.objects.get(user=user, action=AuditEvent.Action.SESSIONS_REVOKED).data == {
+        "ended": 1
+    }
+
+
+def test_nobody_can_end_someone_elses_session_or_their_own_current_one():
+    user = UserFactory()
+    here = signed_in_client(user)
+    victim = signed_in_client(UserFactory())
+    victim_row = UserSession.objects.get(session_key=victim.session.session_key)
+    own_row = UserSession.objects.get(session_key=here.session.session_key)
+
+    here.post(reverse("accounts:session_end", args=[victim_row.pk]))
+    here.post(reverse("accounts:session_end", args=[own_row.pk]))
+
+    assert victim.get(reverse("accounts:profile")).status_code == 200
+    assert here.get(reverse("accounts:profile")).status_code == 200
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.SESSIONS_REVOKED).exists()
+
+
+def test_a_bad_stored_time_zone_does_not_break_the_pages():
+    user = UserFactory(time_zone="Not/AZone")
+    client = signed_in_client(user)
+
+    assert client.get(reverse("accounts:security")).status_code == 200
+    assert client.get(reverse("accounts:security_log")).status_code == 200
+    assert client.get(reverse("accounts:profile")).status_code == 200
