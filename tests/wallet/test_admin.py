@@ -1,0 +1,126 @@
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import AuditEvent
+from tests.factories import UserFactory
+from tests.wallet.conftest import balance, fund
+from wallet import services
+from wallet.models import LedgerAccount, LedgerEntry, RedemptionCode
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    """A superuser whose session passed two-factor, as the admin requires."""
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
+    client.force_login(staff)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    client.staff = staff
+    return client
+
+
+def test_staff_credit_action_asks_amount_and_reason_and_audits(staff_client, user):
+    fund(user, 10)
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    url = reverse("admin:wallet_wallet_changelist")
+    form_page = staff_client.post(url, {"action": "credit_tokens", "_selected_action": [wallet.pk]})
+    assert form_page.status_code == 200
+    assert "Reason" in form_page.content.decode()
+    key = form_page.context["form"].initial["idempotency_key"]
+    data = {
+        "action": "credit_tokens",
+        "_selected_action": [wallet.pk],
+        "apply": "1",
+        "amount": "250",
+        "reason": "Outage on 2026-11-20",
+        "source": "compensation",
+        "idempotency_key": key,
+    }
+    done = staff_client.post(url, data, follow=True)
+    assert "Credited 250 tokens" in done.content.decode()
+    # A double submission of the same form credits once.
+    staff_client.post(url, data, follow=True)
+    assert balance(user) == 260
+    event = AuditEvent.objects.get(action=AuditEvent.Action.WALLET_CREDIT)
+    assert (event.user, event.actor) == (user, staff_client.staff)
+    assert event.data["reason"] == "Outage on 2026-11-20"
+
+
+def test_staff_credit_without_reason_is_refused(staff_client, user):
+    fund(user, 10)
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    response = staff_client.post(
+        reverse("admin:wallet_wallet_changelist"),
+        {
+            "action": "credit_tokens",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "amount": "250",
+            "reason": "",
+            "source": "compensation",
+            "idempotency_key": "k",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["reason"]
+    assert balance(user) == 10
+
+
+def test_ledger_is_read_only_in_the_admin(staff_client, user):
+    fund(user, 10)
+    entry = LedgerEntry.objects.first()
+    change = reverse("admin:wallet_ledgerentry_change", args=[entry.pk])
+    page = staff_client.get(change)
+    assert page.status_code == 200
+    assert 'name="amount"' not in page.content.decode()
+    assert staff_client.get(reverse("admin:wallet_ledgerentry_add")).status_code == 403
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    staff_client.post(
+        reverse("admin:wallet_ledgeraccount_change", args=[wallet.pk]), {"balance": 999}
+    )
+    wallet.refresh_from_db()
+    assert wallet.balance == 10
+    assert (
+        staff_client.get(reverse("admin:wallet_ledgeraccount_delete", args=[wallet.pk])).status_code
+        == 403
+    )
+
+
+def test_generate_batch_downloads_codes_that_redeem(staff_client, user):
+    response = staff_client.post(
+        reverse("admin:wallet_redemptionbatch_generate"),
+        {
+            "name": "Launch",
+            "amount": "300",
+            "count": "5",
+            "codes_expire_at": (timezone.now() + timedelta(days=10)).strftime("%Y-%m-%d %H:%M:%S"),
+            "credit_valid_days": "",
+        },
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert len(rows) == 5
+    services.wallet_code_redeem(user=user, code=rows[0]["code"])
+    assert balance(user) == 300
+    # The status export shows which code was used without revealing any code.
+    batch_id = RedemptionCode.objects.first().batch_id
+    export = staff_client.post(
+        reverse("admin:wallet_redemptionbatch_changelist"),
+        {"action": "export_status_csv", "_selected_action": [batch_id]},
+    )
+    status_rows = list(csv.DictReader(io.StringIO(export.content.decode())))
+    assert len(status_rows) == 5
+    assert sum(1 for r in status_rows if r["redeemed_by"] == user.public_id) == 1
+    assert not any(row["code"] in export.content.decode() for row in rows)
