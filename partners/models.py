@@ -32,10 +32,33 @@ class Partner(models.Model):
         _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # What the organization does on Tokenpass; one may be both.
+    is_model_vendor = models.BooleanField(_("model vendor"), default=False)
+    is_app_developer = models.BooleanField(_("app developer"), default=True)
+    legal_name = models.CharField(_("legal name"), max_length=200, blank=True)
+    registration_id = models.CharField(_("registration or tax id"), max_length=64, blank=True)
+    address = models.TextField(_("address"), blank=True)
+    contact_email = models.EmailField(_("contact email"), blank=True)
+    # Payout details are sensitive: the portal shows them masked, and only to owners and
+    # finance members.
+    payout_bank_name = models.CharField(_("bank name"), max_length=200, blank=True)
+    payout_account_name = models.CharField(_("account holder"), max_length=200, blank=True)
+    payout_account_number = models.CharField(_("account number or IBAN"), max_length=64, blank=True)
+    payout_swift_code = models.CharField(_("SWIFT/BIC"), max_length=11, blank=True)
+    payout_currency = models.CharField(
+        _("payout currency"), max_length=3, default="CNY", help_text=_("ISO 4217 code.")
+    )
+    approved_at = models.DateTimeField(_("approved"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("partner")
         verbose_name_plural = _("partners")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(payout_currency__regex=r"^[A-Z]{3}$"),
+                name="partner_payout_currency_iso4217",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -191,3 +214,13 @@ class AuthorizationCode(models.Model):
 
     def __str__(self) -> str:
         return f"Authorization code #{self.pk}"
+
+
+# Partner members, app reviews and the partner audit log; the webhook outbox.
+from partners.models_members import ApplicationReview, PartnerEvent, PartnerMember  # noqa: E402, F401
+from partners.webhooks.models import (  # noqa: E402, F401
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
