@@ -5,3 +5,13 @@ from django.utils.translation import gettext_lazy as _
 class PartnersConfig(AppConfig):
     name = "partners"
     verbose_name = _("Partners")
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_out
+
+        from partners import admin_logout  # noqa: F401 (registers the delivery admin)
+        from partners.oauth.backchannel import on_user_logged_out
+
+        # Every way a Tokenpass session ends through django.contrib.auth.logout (our sign-out
+        # view, DOT's RP-initiated logout) tells the person's apps over the back channel.
+        user_logged_out.connect(on_user_logged_out, dispatch_uid="partners.backchannel_logout")

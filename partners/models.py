@@ -216,6 +216,9 @@ class AuthorizationCode(models.Model):
         return f"Authorization code #{self.pk}"
 
 
+# Back-channel logout deliveries live in their own module; imported here so Django sees them.
+from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery  # noqa: E402, F401
+
 # Partner members, app reviews and the partner audit log; the webhook outbox.
 from partners.models_members import ApplicationReview, PartnerEvent, PartnerMember  # noqa: E402, F401
 from partners.webhooks.models import (  # noqa: E402, F401

@@ -1,0 +1,317 @@
+"""OpenID Connect Back-Channel Logout 1.0: when a person's Tokenpass session ends, tell the
+server of every app they are signed in to, so that it ends their session there too.
+
+Which apps: an app is "signed in" for a person when it has a back-channel logout URI and
+- holds, for that person, an access token or an ID token that has not expired, or a refresh
+  token that has not been revoked; or
+- had its refresh token for the person revoked within the last minute (DOT's RP-initiated
+  logout revokes all of the person's tokens just before it ends the session); or
+- obtained tokens for the person (its consent's last_used_at) since the ending session signed
+  in.
+Tokens are not bound to one browser session here (an app's refresh token outlives the session
+that authorized it), so the notice names the person (`sub`), not a session (`sid`): the app
+ends every session it has for that person, as the specification asks of a logout token without
+`sid`. We do not revoke the apps' refresh tokens ourselves: an app that keeps offline access
+keeps it (OpenID Connect Back-Channel Logout 1.0 §2.7).
+
+Flow: the user_logged_out signal (our logout view and DOT's RP-initiated logout both call
+django.contrib.auth.logout) calls backchannel_logout_start, which writes one delivery row per
+app and, once that commits, queues partners.tasks.backchannel_logout_deliver for each. The task
+calls backchannel_logout_attempt, which signs a fresh logout token and POSTs it; 200 or 204 is
+success, a 5xx, 408, 429 or a network error is retried with exponential backoff, any other
+answer (the app rejected the token) fails the delivery at once.
+
+Settings (all optional): BACKCHANNEL_LOGOUT_TOKEN_SECONDS (120), BACKCHANNEL_LOGOUT_TIMEOUT_SECONDS
+(5), BACKCHANNEL_LOGOUT_MAX_ATTEMPTS (6), BACKCHANNEL_LOGOUT_RETRY_BASE_SECONDS (10),
+BACKCHANNEL_LOGOUT_ALLOW_HTTP (False: only https URIs are called, except loopback when DEBUG).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.http import HttpRequest
+from django.utils import timezone
+from jwcrypto import jwt
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_application_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+
+from accounts.login_flow import AUTH_TIME_SESSION_KEY
+from accounts.models import User
+from partners.models import Consent
+from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery
+from partners.oauth import keys
+
+logger = logging.getLogger(__name__)
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_TYPE = "logout+jwt"
+# Answers that say "try again later"; anything else that is not a success is final.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Refresh tokens revoked this recently were revoked by the sign-out that is now ending.
+JUST_REVOKED = timedelta(minutes=1)
+
+
+class AttemptOutcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+    # The delivery was already finished (a repeated task): nothing was sent.
+    DONE = "done"
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def token_lifetime_seconds() -> int:
+    return int(_setting("BACKCHANNEL_LOGOUT_TOKEN_SECONDS", 120))
+
+
+def max_attempts() -> int:
+    return int(_setting("BACKCHANNEL_LOGOUT_MAX_ATTEMPTS", 6))
+
+
+def retry_delay_seconds(*, retries_done: int) -> float:
+    """Exponential backoff with jitter: base, 2 x base, 4 x base ... capped at an hour."""
+    base = float(_setting("BACKCHANNEL_LOGOUT_RETRY_BASE_SECONDS", 10))
+    delay = min(base * (2**retries_done), 3600.0)
+    return delay * random.uniform(0.8, 1.2)  # noqa: S311 (spreading retries, not a secret)
+
+
+def issuer() -> str:
+    return settings.OAUTH2_PROVIDER.get("OIDC_ISS_ENDPOINT") or settings.SITE_URL
+
+
+def logout_uri_allowed(uri: str) -> bool:
+    """Only https, unless BACKCHANNEL_LOGOUT_ALLOW_HTTP (or DEBUG, for loopback) allows http.
+    The specification allows http for confidential clients; we do not by default, since the
+    token proves a sign-out to whoever reads it."""
+    parts = urlsplit(uri)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if _setting("BACKCHANNEL_LOGOUT_ALLOW_HTTP", False):
+        return True
+    return bool(settings.DEBUG and parts.hostname in {"127.0.0.1", "localhost", "::1"})
+
+
+def backchannel_logout_apps(*, user: User, session_started_at: datetime | None = None) -> list[Any]:
+    """The apps to notify when this person signs out: apps with a back-channel logout URI that
+    hold a live token for the person (see the module docstring), whose refresh token for the
+    person was revoked in the last minute (RP-initiated logout revokes them just before it
+    ends the session), or whose consent was used (tokens issued) since `session_started_at`."""
+    now = timezone.now()
+    app_ids: set[int] = set()
+    app_ids.update(
+        get_access_token_model()
+        .objects.filter(user=user, expires__gt=now)
+        .values_list("application_id", flat=True)
+    )
+    app_ids.update(
+        get_refresh_token_model()
+        .objects.filter(user=user)
+        .filter(Q(revoked__isnull=True) | Q(revoked__gte=now - JUST_REVOKED))
+        .values_list("application_id", flat=True)
+    )
+    app_ids.update(
+        get_id_token_model()
+        .objects.filter(user=user, expires__gt=now)
+        .values_list("application_id", flat=True)
+    )
+    if session_started_at is not None:
+        app_ids.update(
+            Consent.objects.filter(user=user, last_used_at__gte=session_started_at).values_list(
+                "application_id", flat=True
+            )
+        )
+    app_ids.discard(None)  # type: ignore[arg-type]
+    return list(
+        get_application_model()
+        .objects.filter(pk__in=app_ids)
+        .exclude(backchannel_logout_uri="")
+        .order_by("pk")
+    )
+
+
+def session_started_at(request: HttpRequest | None, user: User) -> datetime | None:
+    """When the session that is ending signed in (the OIDC auth_time the login flow keeps)."""
+    value = None
+    if request is not None and hasattr(request, "session"):
+        value = request.session.get(AUTH_TIME_SESSION_KEY)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return user.last_login
+
+
+def backchannel_logout_start(
+    *, user: User, session_started_at: datetime | None = None
+) -> list[BackchannelLogoutDelivery]:
+    """Record one delivery per signed-in app and queue them once the transaction commits.
+    Returns the deliveries (possibly none). Apps whose URI we refuse to call are recorded as
+    failed, so that staff see why they were not told."""
+    from partners.tasks import backchannel_logout_deliver
+
+    with transaction.atomic():
+        deliveries = []
+        for app in backchannel_logout_apps(user=user, session_started_at=session_started_at):
+            allowed = logout_uri_allowed(app.backchannel_logout_uri)
+            deliveries.append(
+                BackchannelLogoutDelivery.objects.create(
+                    application=app,
+                    user=user,
+                    subject=user.public_id,
+                    jti=uuid.uuid4().hex,
+                    logout_uri=app.backchannel_logout_uri,
+                    status=(
+                        BackchannelLogoutDelivery.Status.PENDING
+                        if allowed
+                        else BackchannelLogoutDelivery.Status.FAILED
+                    ),
+                    last_error="" if allowed else "refused: the URI is not https",
+                )
+            )
+        for delivery in deliveries:
+            if delivery.status == BackchannelLogoutDelivery.Status.PENDING:
+                transaction.on_commit(
+                    functools.partial(backchannel_logout_deliver.delay, delivery.pk), robust=True
+                )
+    return deliveries
+
+
+def logout_token_build(
+    *, delivery: BackchannelLogoutDelivery, client_id: str, now: int | None = None
+) -> str:
+    """A signed logout token (RS256, typ logout+jwt) for this delivery. No nonce, as the
+    specification requires; no sid (see the module docstring)."""
+    now = int(time.time()) if now is None else now
+    key = keys.signing_jwk()
+    claims = {
+        "iss": issuer(),
+        "aud": client_id,
+        "iat": now,
+        "exp": now + token_lifetime_seconds(),
+        "jti": delivery.jti,
+        "sub": delivery.subject,
+        "events": {LOGOUT_EVENT: {}},
+    }
+    token = jwt.JWT(
+        header={"alg": "RS256", "typ": LOGOUT_TOKEN_TYPE, "kid": key["kid"]}, claims=claims
+    )
+    token.make_signed_token(key)
+    return token.serialize()
+
+
+def _post(uri: str, token: str) -> tuple[int | None, str]:
+    """POST the token; (HTTP status, error text). Redirects are not followed: the token goes
+    only to the registered URI."""
+    timeout = float(_setting("BACKCHANNEL_LOGOUT_TIMEOUT_SECONDS", 5))
+    try:
+        response = requests.post(
+            uri,
+            data={"logout_token": token},
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            headers={"Cache-Control": "no-store"},
+        )
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    error = "" if response.status_code in (200, 204) else response.text[:500]
+    return response.status_code, error
+
+
+def backchannel_logout_attempt(*, delivery_id: int, final: bool) -> AttemptOutcome:
+    """Try once to deliver. Records the attempt and the delivery's new state in one
+    transaction after the POST (no lock is held across the network call). `final` says this
+    is the last try the caller will make: a retryable failure then fails the delivery.
+
+    Two concurrent attempts (a task delivered twice) may both POST; the app sees the same jti
+    twice, which the specification lets it ignore."""
+    delivery = (
+        BackchannelLogoutDelivery.objects.select_related("application")
+        .filter(pk=delivery_id)
+        .first()
+    )
+    if delivery is None or delivery.status != BackchannelLogoutDelivery.Status.PENDING:
+        return AttemptOutcome.DONE
+    token = logout_token_build(delivery=delivery, client_id=delivery.application.client_id)
+    started = timezone.now()
+    clock = time.monotonic()
+    status_code, error = _post(delivery.logout_uri, token)
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    succeeded = status_code in (200, 204)
+    if succeeded:
+        outcome = AttemptOutcome.DELIVERED
+    elif (status_code is None or status_code in RETRYABLE_STATUS) and not final:
+        outcome = AttemptOutcome.RETRY
+    else:
+        outcome = AttemptOutcome.FAILED
+
+    with transaction.atomic():
+        locked = BackchannelLogoutDelivery.objects.select_for_update().get(pk=delivery_id)
+        number = locked.attempts + 1
+        BackchannelLogoutAttempt.objects.create(
+            delivery=locked,
+            number=number,
+            started_at=started,
+            duration_ms=duration_ms,
+            status_code=status_code,
+            error=error,
+            succeeded=succeeded,
+        )
+        update: dict[str, Any] = {
+            "attempts": F("attempts") + 1,
+            "last_status_code": status_code,
+            "last_error": error,
+            "updated_at": timezone.now(),
+        }
+        # A concurrent attempt may have finished the delivery: never move it back to pending,
+        # and never un-deliver it.
+        if locked.status == BackchannelLogoutDelivery.Status.PENDING:
+            if outcome == AttemptOutcome.DELIVERED:
+                update.update(
+                    status=BackchannelLogoutDelivery.Status.DELIVERED, delivered_at=timezone.now()
+                )
+            elif outcome == AttemptOutcome.FAILED:
+                update["status"] = BackchannelLogoutDelivery.Status.FAILED
+        BackchannelLogoutDelivery.objects.filter(pk=delivery_id).update(**update)
+    if outcome != AttemptOutcome.DELIVERED:
+        logger.warning(
+            "back-channel logout to %s (delivery %s, attempt %s): %s %s",
+            delivery.logout_uri,
+            delivery_id,
+            number,
+            status_code,
+            error[:200],
+        )
+    return outcome
+
+
+def on_user_logged_out(
+    sender: Any, request: HttpRequest | None, user: User | None, **kwargs: Any
+) -> None:
+    """user_logged_out receiver. A sign-out must never fail because a partner cannot be told,
+    so errors here are logged, not raised."""
+    if user is None or not getattr(user, "pk", None):
+        return
+    try:
+        backchannel_logout_start(user=user, session_started_at=session_started_at(request, user))
+    except Exception:
+        logger.exception("could not queue back-channel logout for user %s", user.pk)
