@@ -5,7 +5,11 @@ from zoneinfo import available_timezones
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth.forms import ReadOnlyPasswordHashField, SetPasswordMixin
+from django.contrib.auth.forms import (
+    PasswordChangeForm,
+    ReadOnlyPasswordHashField,
+    SetPasswordMixin,
+)
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -46,8 +50,12 @@ class ProfileForm(forms.Form):
         return value
 
 
+REAUTH_BLOCKED_MESSAGE = _("Too many wrong passwords. Wait 15 minutes, then try again.")
+
+
 class PasswordConfirmForm(forms.Form):
-    """Asks for the current password before a sensitive change."""
+    """Asks for the current password before a sensitive change. `blocked` (too many recent
+    wrong passwords) refuses without checking; `wrong_password` tells the view to count one."""
 
     password = forms.CharField(
         label=_("Current password"),
@@ -55,15 +63,39 @@ class PasswordConfirmForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
 
-    def __init__(self, *args: Any, user: User, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: User, blocked: bool = False, **kwargs: Any) -> None:
         self.user = user
+        self.blocked = blocked
+        self.wrong_password = False
         super().__init__(*args, **kwargs)
 
     def clean_password(self) -> str:
         password: str = self.cleaned_data["password"]
+        if self.blocked:
+            raise forms.ValidationError(REAUTH_BLOCKED_MESSAGE)
         if not self.user.check_password(password):
+            self.wrong_password = True
             raise forms.ValidationError(_("That is not your current password."))
         return password
+
+
+class AccountPasswordChangeForm(PasswordChangeForm):
+    """Django's password change form with the same guard against guessing as
+    PasswordConfirmForm."""
+
+    def __init__(self, user: User, *args: Any, blocked: bool = False, **kwargs: Any) -> None:
+        self.blocked = blocked
+        self.wrong_password = False
+        super().__init__(user, *args, **kwargs)
+
+    def clean_old_password(self) -> str:
+        if self.blocked:
+            raise forms.ValidationError(REAUTH_BLOCKED_MESSAGE)
+        try:
+            return str(super().clean_old_password())
+        except forms.ValidationError:
+            self.wrong_password = True
+            raise
 
 
 class TotpCodeForm(forms.Form):

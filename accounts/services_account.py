@@ -253,3 +253,14 @@ def lockout_release(*, attempt: AccessAttempt, actor: User, request: HttpRequest
             data={"username": attempt.username, "ip_address": attempt.ip_address},
         )
     return removed
+
+
+def reauth_failure_record(*, user: User, request: HttpRequest, purpose: str) -> None:
+    """Record a wrong current password typed by a signed-in user (see
+    selectors_account.reauth_blocked)."""
+    audit_event_record(
+        action=AuditEvent.Action.LOGIN_FAILURE,
+        user=user,
+        request=request,
+        data={"reauth": True, "purpose": purpose},
+    )

@@ -3,7 +3,6 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import PasswordChangeForm
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -13,14 +12,16 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.forms_account import ProfileForm
+from accounts.forms_account import AccountPasswordChangeForm, ProfileForm
 from accounts.models import User
 from accounts.selectors_account import (
     audit_event_list_for_user,
+    reauth_blocked,
     user_session_list,
     user_time_zone,
 )
 from accounts.services_account import (
+    reauth_failure_record,
     user_password_change,
     user_profile_update,
     user_session_end,
@@ -70,7 +71,7 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 
 def _security_page(
-    request: HttpRequest, *, password_form: PasswordChangeForm, status: int = 200
+    request: HttpRequest, *, password_form: AccountPasswordChangeForm, status: int = 200
 ) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
     user_sessions_prune(user=user)
@@ -96,7 +97,8 @@ def _security_page(
 @require_http_methods(["GET", "POST"])
 def security(request: HttpRequest) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
-    form = PasswordChangeForm(user, request.POST or None)
+    blocked = request.method == "POST" and reauth_blocked(user=user)
+    form = AccountPasswordChangeForm(user, request.POST or None, blocked=blocked)
     if request.method == "POST":
         if form.is_valid():
             ended = user_password_change(
@@ -111,7 +113,9 @@ def security(request: HttpRequest) -> HttpResponse:
                 ) % {"count": ended}
             messages.success(request, message)
             return redirect("accounts:security")
-        return _security_page(request, password_form=form, status=400)
+        if form.wrong_password:
+            reauth_failure_record(user=user, request=request, purpose="password_change")
+        return _security_page(request, password_form=form, status=429 if blocked else 400)
     return _security_page(request, password_form=form)
 
 

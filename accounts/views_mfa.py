@@ -27,6 +27,8 @@ from accounts.login_flow import (
     session_start,
 )
 from accounts.models import AuditEvent, User
+from accounts.selectors_account import reauth_blocked
+from accounts.services_account import reauth_failure_record
 from accounts.services_mfa import (
     MfaError,
     MfaThrottled,
@@ -185,6 +187,24 @@ def mfa_setup(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _reauth_blocked_on_post(request: HttpRequest, user: User) -> bool:
+    return request.method == "POST" and reauth_blocked(user=user)
+
+
+def _password_confirmed(request: HttpRequest, form: PasswordConfirmForm, purpose: str) -> bool:
+    if form.is_valid():
+        return True
+    if form.wrong_password:
+        reauth_failure_record(user=form.user, request=request, purpose=purpose)
+    return False
+
+
+def _form_status(form: PasswordConfirmForm) -> int:
+    if form.blocked:
+        return 429
+    return 400 if form.errors else 200
+
+
 @login_required
 @sensitive_post_parameters("password")
 @never_cache
@@ -195,8 +215,10 @@ def mfa_recovery_codes(request: HttpRequest) -> HttpResponse:
     if not mfa_enabled(user=user):
         messages.info(request, _("Turn on two-factor authentication first."))
         return redirect("accounts:security")
-    form = PasswordConfirmForm(request.POST or None, user=user)
-    if request.method == "POST" and form.is_valid():
+    form = PasswordConfirmForm(
+        request.POST or None, user=user, blocked=_reauth_blocked_on_post(request, user)
+    )
+    if request.method == "POST" and _password_confirmed(request, form, "recovery_codes"):
         try:
             codes = recovery_codes_regenerate(request=request, user=user)
         except MfaError as exc:
@@ -212,7 +234,7 @@ def mfa_recovery_codes(request: HttpRequest) -> HttpResponse:
         request,
         "accounts/mfa_recovery_codes.html",
         {"form": form, "codes_left": recovery_codes_left(user=user)},
-        status=400 if form.errors else 200,
+        status=_form_status(form),
     )
 
 
@@ -225,8 +247,10 @@ def mfa_disable_view(request: HttpRequest) -> HttpResponse:
     if not mfa_enabled(user=user):
         messages.info(request, _("Two-factor authentication is already off."))
         return redirect("accounts:security")
-    form = PasswordConfirmForm(request.POST or None, user=user)
-    if request.method == "POST" and form.is_valid():
+    form = PasswordConfirmForm(
+        request.POST or None, user=user, blocked=_reauth_blocked_on_post(request, user)
+    )
+    if request.method == "POST" and _password_confirmed(request, form, "mfa_disable"):
         try:
             mfa_disable(request=request, user=user)
         except MfaError as exc:
@@ -238,5 +262,5 @@ def mfa_disable_view(request: HttpRequest) -> HttpResponse:
         request,
         "accounts/mfa_disable.html",
         {"form": form},
-        status=400 if form.errors else 200,
+        status=_form_status(form),
     )

@@ -373,3 +373,21 @@ def test_password_sign_in_page_leads_to_the_code_step(client):
     done = client.post(reverse("accounts:login_mfa"), {"code": totp_code(device)})
     assert done.url == "/account/security/"
     assert client.session[SESSION_KEY] == str(user.pk)
+
+
+def test_guessing_the_password_to_turn_two_factor_off_is_limited(client):
+    user = UserFactory()
+    enable_mfa(user)
+    client.force_login(user)
+    url = reverse("accounts:mfa_disable")
+
+    for _ in range(5):
+        assert client.post(url, {"password": "guess"}).status_code == 400
+    response = client.post(url, {"password": DEFAULT_PASSWORD})
+
+    assert response.status_code == 429
+    assert "Too many wrong passwords" in response.content.decode()
+    assert TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    # The limit is per account: the regenerate page is refused too.
+    regen = client.post(reverse("accounts:mfa_recovery_codes"), {"password": DEFAULT_PASSWORD})
+    assert regen.status_code == 429

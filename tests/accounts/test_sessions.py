@@ -238,3 +238,24 @@ def test_a_bad_stored_time_zone_does_not_break_the_pages():
     assert client.get(reverse("accounts:security")).status_code == 200
     assert client.get(reverse("accounts:security_log")).status_code == 200
     assert client.get(reverse("accounts:profile")).status_code == 200
+
+
+def test_guessing_the_current_password_on_the_security_page_is_limited():
+    user = UserFactory()
+    here = signed_in_client(user)
+    url = reverse("accounts:security")
+    new = {"new_password1": "a brand new passphrase", "new_password2": "a brand new passphrase"}
+
+    for _ in range(5):
+        assert here.post(url, {"old_password": "guess", **new}).status_code == 400
+    response = here.post(url, {"old_password": DEFAULT_PASSWORD, **new})
+
+    assert response.status_code == 429
+    user.refresh_from_db()
+    assert user.check_password(DEFAULT_PASSWORD)
+    assert (
+        AuditEvent.objects.filter(
+            user=user, action=AuditEvent.Action.LOGIN_FAILURE, data__reauth=True
+        ).count()
+        == 5
+    )
