@@ -139,11 +139,14 @@ def otp_code_issue(
             # The code travels in the broker message (it is stored nowhere else in clear);
             # kwargsrepr keeps it out of worker logs, events and monitoring tools.
             masked = {**kwargs, "code": "******"}
+            # robust: if the broker is down the failure is logged and the page still answers;
+            # the person can ask for a new code.
             transaction.on_commit(
                 lambda: otp_code_deliver.apply_async(
                     kwargs=kwargs,
                     kwargsrepr=repr(masked),  # type: ignore[call-arg]  # missing from the stubs
-                )
+                ),
+                robust=True,
             )
     return row
 

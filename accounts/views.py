@@ -12,7 +12,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import logout
-from django.contrib.auth.decorators import login_required
 from django.contrib.auth.hashers import make_password
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -190,11 +189,6 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     logout(request)
     messages.success(request, _("You have signed out."))
     return redirect("accounts:login")
-
-
-@login_required
-def profile(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/profile.html")
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -340,3 +340,34 @@ def test_concurrent_checks_of_one_code_sign_in_once():
     assert results.count(OtpCheck.USED) == threads_count - 1, results
     row.refresh_from_db()
     assert row.consumed_at is not None
+
+
+def test_the_code_is_masked_in_the_task_message(django_capture_on_commit_callbacks, monkeypatch):
+    from accounts.tasks import otp_code_deliver
+
+    sent = []
+    monkeypatch.setattr(otp_code_deliver, "apply_async", lambda **kw: sent.append(kw))
+    with django_capture_on_commit_callbacks(execute=True):
+        row = otp_code_issue(purpose=SIGNUP, channel=SMS, recipient=PHONE, ip_address=None)
+
+    [call] = sent
+    code = call["kwargs"]["code"]
+    assert row.code_hash == otp_code_digest(purpose=SIGNUP, recipient=PHONE, code=code)
+    assert code not in call["kwargsrepr"]
+    assert "******" in call["kwargsrepr"]
+
+
+def test_a_broker_outage_is_logged_not_raised(django_capture_on_commit_callbacks, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from accounts.tasks import otp_code_deliver
+
+    def broker_down(**kwargs):
+        raise OperationalError("Connection refused")
+
+    monkeypatch.setattr(otp_code_deliver, "apply_async", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        row = otp_code_issue(purpose=SIGNUP, channel=SMS, recipient=PHONE, ip_address=None)
+
+    assert OneTimeCode.objects.filter(pk=row.pk).exists()
+    assert outbox_messages() == []
