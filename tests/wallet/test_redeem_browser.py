@@ -7,7 +7,6 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from tests.browser.conftest import browser, page  # noqa: F401  (fixtures)
 from tests.factories import UserFactory
 from tests.wallet.conftest import balance
 from wallet import services
@@ -15,7 +14,7 @@ from wallet import services
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def sign_in(page, live_server, user):  # noqa: F811
+def sign_in(page, live_server, user):
     client = Client()
     client.force_login(user)
     cookie = client.cookies[settings.SESSION_COOKIE_NAME]
@@ -24,7 +23,7 @@ def sign_in(page, live_server, user):  # noqa: F811
     )
 
 
-def test_redeem_a_code_in_the_browser(page, live_server):  # noqa: F811
+def test_redeem_a_code_in_the_browser(page, live_server):
     user = UserFactory()
     _batch, codes = services.redemption_batch_create(
         name="Launch",
