@@ -30,8 +30,11 @@ class TokenpassOAuthLibCore(OAuthLibCore):
         headers: dict[str, Any] = super().extract_headers(request)
         headers.pop(SESSION_USER_KEY, None)
         headers.pop(SESSION_AUTH_TIME_KEY, None)
-        user = getattr(request, "user", None)
+        # A DRF Request authenticates lazily through this very backend when .user is read,
+        # so look at the Django request underneath: the browser session, if any.
+        django_request = getattr(request, "_request", request)
+        user = getattr(django_request, "user", None)
         if user is not None and user.is_authenticated:
             headers[SESSION_USER_KEY] = str(user.pk)
-            headers[SESSION_AUTH_TIME_KEY] = str(session_auth_time(request))
+            headers[SESSION_AUTH_TIME_KEY] = str(session_auth_time(django_request))
         return headers

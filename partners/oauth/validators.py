@@ -197,6 +197,12 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             if request.user is not None and request.client is not None:
                 consent_touch(user=request.user, application=request.client)
 
+    def validate_jwt_bearer_token(self, token: str, scopes: Any, request: Any) -> bool:
+        # oauthlib's OpenID server routes any bearer value that looks like a JWT here, meant
+        # for ID tokens used as bearer tokens. Our access tokens are JWTs; ID tokens are not
+        # accepted as bearer tokens at all.
+        return bool(self.validate_bearer_token(token, scopes, request))
+
     def validate_refresh_token(
         self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
