@@ -227,3 +227,8 @@ from partners.webhooks.models import (  # noqa: E402, F401
     WebhookEndpoint,
     WebhookEvent,
 )
+
+# isort: split
+# Agreements and settlement statements live in their own packages; imported so Django sees them.
+from partners.agreements.models import Agreement, SplitLine  # noqa: E402, F401
+from partners.settlement.models import Statement, StatementLine  # noqa: E402, F401

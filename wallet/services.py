@@ -53,7 +53,7 @@ from wallet.models import (
     SpendingAllowance,
     Subscription,
 )
-from wallet.pricing import cost_compute, price_in_force, usage_validate
+from wallet.pricing import Usage, cost_compute, price_in_force, usage_validate
 
 Kind = LedgerAccount.Kind
 TxKind = LedgerTransaction.Kind
@@ -397,11 +397,13 @@ def _hold_close(
     hold.save(update_fields=["status", "closed_at"])
 
 
-def _split_legs(*, app: Application, price: Price, amount: int) -> list[tuple[LedgerAccount, int]]:
-    legs = splits.capture_split(app=app, price=price, amount=amount) if amount else []
-    if any(share < 0 for _, share in legs) or sum(share for _, share in legs) != amount:
-        raise ValueError("capture_split must return non-negative shares summing to the amount")
-    return [(account, share) for account, share in legs if share]
+def _split_legs(
+    *, app: Application, price: Price, amount: int, usage: Usage, at: datetime
+) -> splits.Split:
+    legs = splits.capture_split(app=app, price=price, amount=amount, usage=usage, at=at)
+    if any(share <= 0 for _, share in legs) or sum(share for _, share in legs) != amount:
+        raise ValueError("capture_split must return positive shares summing to the amount")
+    return legs
 
 
 @transaction.atomic(durable=True)
@@ -441,7 +443,7 @@ def wallet_hold_capture(
     price = price_in_force(model_name=model, at=now)
     cost = cost_compute(price=price, usage=usage)
     amount = min(cost, hold.amount)
-    split = _split_legs(app=app, price=price, amount=amount)
+    split = _split_legs(app=app, price=price, amount=amount, usage=usage, at=now)
     returned, expired = _allocations_settle(hold=hold, consume=amount, now=now)
     ledger_tx = ledger_post(
         kind=TxKind.CAPTURE,
@@ -454,6 +456,7 @@ def wallet_hold_capture(
         ],
         metadata={"hold": hold.pk, "app": app.pk, "model": model, "cost": cost},
     )
+    splits.capture_split_record(split=split, ledger_tx=ledger_tx)
     hold.status = Hold.Status.CAPTURED
     hold.closed_at = now
     hold.save(update_fields=["status", "closed_at"])
@@ -559,13 +562,14 @@ def wallet_charge(
     if balance < cost:
         raise InsufficientBalance(details={"available": balance, "required": cost})
     _buckets_take(wallet=wallet, amount=cost, now=now)
-    split = _split_legs(app=app, price=price, amount=cost)
+    split = _split_legs(app=app, price=price, amount=cost, usage=usage, at=now)
     ledger_tx = ledger_post(
         kind=TxKind.CHARGE,
         reference=f"charge:{uuid.uuid4().hex}",
         legs=[(wallet, -cost), *split],
         metadata={"app": app.pk, "model": model},
     )
+    splits.capture_split_record(split=split, ledger_tx=ledger_tx)
     charge = Charge.objects.create(
         user=user,
         app=app,

@@ -1,15 +1,152 @@
-"""Who earns what from a charge. The settlement work plugs partner agreements in here; until
-then the platform keeps everything.
+"""Who earns what from a charge: the agreements in force at capture time (see
+partners.agreements.split for the arithmetic, docs/settlement.md for the rules).
 
-Contract: return legs of non-negative integers that sum to exactly ``amount``. The capture
-posts them in the same ledger transaction as the debit of the user's wallet."""
+Contract: ``capture_split`` returns legs of positive integers that sum to exactly ``amount``
+(the platform's revenue takes the remainder); the capture posts them in the same ledger
+transaction as the debit of the user's wallet, then calls ``capture_split_record`` in that
+transaction so that every payable leg is attributed to (partner, app, model, agreement
+version)."""
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from django.utils import timezone
+
+from partners.agreements import selectors as agreement_selectors
+from partners.agreements import services as agreement_services
+from partners.agreements.models import Agreement, SplitLine
+from partners.agreements.split import legs_cap, tiered_share, tiers_parse, tokens_cost
 from partners.models import Application
-from wallet.ledger import Leg, system_account
-from wallet.models import LedgerAccount, Price
+from wallet.ledger import Leg, partner_payable_account, system_account
+from wallet.models import LedgerAccount, LedgerTransaction, Price
+from wallet.pricing import Usage
+
+Role = SplitLine.Role
 
 
-def capture_split(*, app: Application, price: Price, amount: int) -> list[Leg]:
-    """Split ``amount`` between the app's partner payable, the model vendor's payable and the
-    platform's revenue."""
-    return [(system_account(LedgerAccount.Kind.PLATFORM_REVENUE), amount)]
+class Split(list[Leg]):
+    """The legs of a split, with the attribution of its partner legs."""
+
+    def __init__(self, legs: list[Leg], lines: list[agreement_services.SplitLineDraft]):
+        super().__init__(legs)
+        self.lines = lines
+
+
+def _month_start(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def capture_split(
+    *,
+    app: Application,
+    price: Price,
+    amount: int,
+    usage: Usage | None = None,
+    at: datetime | None = None,
+) -> Split:
+    """Split ``amount`` between the model vendor (capability purchase), co-builders of the
+    model's capacity, the app's partner (revenue share) and the platform's revenue.
+
+    Takes a transaction-scoped advisory lock on each agreement with a volume tier or a
+    commitment, so that concurrent captures count the month's volume one after the other.
+    Must run inside the capture's transaction."""
+    at = at or timezone.now()
+    usage = usage or Usage(0, 0, 0)
+    if amount <= 0:
+        return Split([], [])
+    model = price.model
+    in_force = agreement_selectors.agreements_in_force(
+        app_id=app.pk,
+        app_partner_id=app.partner_id,
+        model_name=model.name,
+        model_vendor_id=model.vendor_id,
+        at=at,
+    )
+    counted = [a for a in in_force.cobuilding if a.committed_amount is not None]
+    if in_force.app_share is not None and in_force.app_share.tiers:
+        counted.append(in_force.app_share)
+    agreement_services.split_lock(agreement_ids=[a.pk for a in counted])
+    since = _month_start(at)
+    tokens = {
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+
+    def prices(agreement: Agreement) -> dict[str, int]:
+        return {
+            "input_per_million": agreement.input_per_million,
+            "cached_input_per_million": agreement.cached_input_per_million,
+            "output_per_million": agreement.output_per_million,
+        }
+
+    # (role, agreement, wanted), in order of precedence.
+    wanted: list[tuple[str, Agreement, int]] = []
+    if in_force.vendor is not None:
+        wanted.append(
+            (Role.VENDOR_COST, in_force.vendor, tokens_cost(**tokens, **prices(in_force.vendor)))
+        )
+    for agreement in in_force.cobuilding:
+        cost = tokens_cost(**tokens, **prices(agreement))
+        if agreement.committed_amount is not None:
+            used = agreement_selectors.agreement_period_tally(
+                agreement_id=agreement.pk, role=Role.COBUILD_COST, since=since, field_name="amount"
+            )
+            cost = min(cost, max(0, agreement.committed_amount - used))
+        wanted.append((Role.COBUILD_COST, agreement, cost))
+    if in_force.app_share is not None:
+        share = in_force.app_share
+        spent = 0
+        if share.tiers:
+            spent = agreement_selectors.agreement_period_tally(
+                agreement_id=share.pk, role=Role.APP_SHARE, since=since, field_name="gross"
+            )
+        wanted.append(
+            (
+                Role.APP_SHARE,
+                share,
+                tiered_share(
+                    spent_before=spent,
+                    amount=amount,
+                    base_bps=share.share_bps,
+                    tiers=tiers_parse(share.tiers),
+                ),
+            )
+        )
+    for agreement in in_force.cobuilding:
+        if agreement.share_bps:
+            wanted.append((Role.COBUILD_SHARE, agreement, amount * agreement.share_bps // 10_000))
+
+    paid = legs_cap(amount=amount, wanted=[want for _, _, want in wanted])
+    legs: list[Leg] = []
+    lines = []
+    for (role, agreement, _want), share_amount in zip(wanted, paid, strict=True):
+        lines.append(
+            agreement_services.SplitLineDraft(
+                partner_id=agreement.partner_id,
+                role=role,
+                agreement=agreement,
+                app_id=app.pk,
+                model_name=model.name,
+                gross=amount,
+                amount=share_amount,
+                **tokens,
+            )
+        )
+        if share_amount:
+            legs.append((partner_payable_account(agreement.partner), share_amount))
+    remainder = amount - sum(paid)
+    if remainder:
+        legs.append((system_account(LedgerAccount.Kind.PLATFORM_REVENUE), remainder))
+    return Split(legs, lines)
+
+
+def capture_split_record(*, split: list[Leg], ledger_tx: LedgerTransaction) -> None:
+    """Attribute the split's partner legs to ``ledger_tx`` (call in the same transaction)."""
+    lines = getattr(split, "lines", [])
+    if lines:
+        agreement_services.split_lines_record(
+            ledger_transaction_id=ledger_tx.pk,
+            posted_at=ledger_tx.created_at,
+            lines=[replace(line) for line in lines],
+        )
