@@ -117,6 +117,20 @@ def test_user_list_searches_by_phone_email_and_public_id(client):
     assert alice.public_id not in filtered
 
 
+def test_user_pages_render_with_the_password_form_link(client):
+    staff_signed_in_with_code(client)
+    target = UserFactory()
+
+    change = client.get(reverse("admin:accounts_user_change", args=[target.pk]))
+    add = client.get(reverse("admin:accounts_user_add"))
+
+    assert change.status_code == 200
+    assert f"../../{target.pk}/password/" in change.content.decode()
+    assert target.public_id in change.content.decode()
+    assert add.status_code == 200
+    assert 'name="password1"' in add.content.decode()
+
+
 def test_blank_email_and_phone_are_saved_as_null(client):
     staff_signed_in_with_code(client)
     UserFactory(email=None, phone="+8613911111111")
