@@ -19,6 +19,10 @@ urlpatterns = [
     # OAuth 2.0 / OpenID Connect provider (partners/oauth).
     path("o/", include("partners.oauth.urls")),
     *oauth_urls.root_urlpatterns,
+    # Partner portal pages and the settlement API for partners' servers.
+    path("partners/", include("partners.portal.urls")),
+    path("api/settlement/", include("partners.api.urls")),
+    path("api/wallet/", include("wallet.api.urls")),
     path("wallet/", include("wallet.urls")),
     path("", include("accounts.urls")),
 ]

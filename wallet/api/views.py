@@ -1,0 +1,313 @@
+"""The charging API for partner apps: /api/wallet/.
+
+Authentication is the user's OAuth access token with the ``wallet:charge`` scope; the token
+names both the user (whose wallet is charged) and the app (who charges). Every call that
+moves value needs an ``Idempotency-Key`` header: a replay returns the first result, a reuse
+with a different body answers 409. Errors use {"error": {"code", "message", "details"}}.
+"""
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from oauth2_provider.contrib.rest_framework import TokenHasScope
+from rest_framework import status
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from config.api import ApiError
+from partners.models import Application
+from wallet import selectors, services
+from wallet.api import serializers as s
+from wallet.exceptions import (
+    AllowanceExceeded,
+    HoldNotOpen,
+    IdempotencyConflict,
+    InsufficientBalance,
+    NotFound,
+    RefundTooLarge,
+    UnknownModel,
+    WalletError,
+)
+
+STATUS_BY_ERROR: dict[type[WalletError], int] = {
+    InsufficientBalance: status.HTTP_402_PAYMENT_REQUIRED,
+    AllowanceExceeded: status.HTTP_403_FORBIDDEN,
+    IdempotencyConflict: status.HTTP_409_CONFLICT,
+    HoldNotOpen: status.HTTP_409_CONFLICT,
+    RefundTooLarge: status.HTTP_409_CONFLICT,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    UnknownModel: status.HTTP_422_UNPROCESSABLE_ENTITY,
+}
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    name="Idempotency-Key",
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="1 to 255 printable ASCII characters, unique per request for this app.",
+)
+ERRORS = {
+    400: OpenApiResponse(description="Invalid request or idempotency key"),
+    401: OpenApiResponse(description="Missing or invalid access token"),
+    402: OpenApiResponse(description="insufficient_balance"),
+    403: OpenApiResponse(description="Token lacks wallet:charge, or allowance_exceeded"),
+    404: OpenApiResponse(description="not_found"),
+    409: OpenApiResponse(description="idempotency_conflict, hold_not_open, refund_too_large"),
+    422: OpenApiResponse(description="unknown_model"),
+}
+
+
+def wallet_error_to_api(error: WalletError) -> ApiError:
+    return ApiError(
+        code=error.code,
+        message=error.message,
+        status_code=STATUS_BY_ERROR.get(type(error), status.HTTP_400_BAD_REQUEST),
+        details=error.details,
+    )
+
+
+def error_body(error: WalletError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "details": error.details}
+
+
+class UserTokenRequired(BasePermission):
+    """The access token must have been issued to a user: a client-credentials token has no
+    wallet to charge."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.auth is not None and not isinstance(request.user, User):
+            raise ApiError(
+                code="user_token_required",
+                message="This API needs an access token issued to a user.",
+                status_code=status.HTTP_403_FORBIDDEN,
+            )
+        return isinstance(request.user, User)
+
+
+class WalletApiView(APIView):
+    permission_classes = [UserTokenRequired, TokenHasScope]
+    required_scopes = ["wallet:charge"]
+
+    @property
+    def user(self) -> User:
+        assert isinstance(self.request.user, User)
+        return self.request.user
+
+    @property
+    def app(self) -> Application:
+        token: Any = self.request.auth
+        return token.application
+
+    def idempotency_key(self) -> str:
+        key = self.request.headers.get("Idempotency-Key")
+        if key is None:
+            raise ApiError(
+                code="idempotency_key_required",
+                message="The Idempotency-Key header is required.",
+            )
+        if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
+            raise ApiError(
+                code="invalid_idempotency_key",
+                message="The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
+            )
+        return key
+
+    def validated(self, serializer_class: type, data: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, WalletError):
+            exc = wallet_error_to_api(exc)
+        return super().handle_exception(exc)
+
+
+class BalanceView(WalletApiView):
+    @extend_schema(responses={200: s.BalanceSerializer, **ERRORS}, tags=["wallet"])
+    def get(self, request: Request) -> Response:
+        """The user's spendable balance, held tokens and this app's allowance this month."""
+        summary = selectors.wallet_summary(user=self.user)
+        allowance = selectors.allowance_get(user=self.user, app=self.app)
+        return Response(
+            {
+                "balance": summary.balance,
+                "held": summary.held,
+                "allowance": {
+                    "monthly_limit": allowance.monthly_limit,
+                    "used": allowance.used,
+                    "remaining": allowance.remaining,
+                },
+            }
+        )
+
+
+class HoldListView(WalletApiView):
+    @extend_schema(
+        request=s.HoldCreateSerializer,
+        responses={201: s.HoldSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request) -> Response:
+        """Reserve tokens for a request before running it (402 if the balance is too low)."""
+        key = self.idempotency_key()
+        data = self.validated(s.HoldCreateSerializer, request.data)
+        hold = services.wallet_hold_create(
+            user=self.user,
+            app=self.app,
+            amount=data["amount"],
+            metadata=data["metadata"],
+            idempotency_key=key,
+        )
+        return Response(s.HoldSerializer(hold).data, status=status.HTTP_201_CREATED)
+
+
+class HoldDetailView(WalletApiView):
+    @extend_schema(responses={200: s.HoldSerializer, **ERRORS}, tags=["wallet"])
+    def get(self, request: Request, hold_id: int) -> Response:
+        hold = selectors.hold_get(hold_id=hold_id, app=self.app)
+        if hold is None or hold.user_id != self.user.pk:
+            raise wallet_error_to_api(NotFound("No such hold."))
+        return Response(s.HoldSerializer(hold).data)
+
+
+class HoldCaptureView(WalletApiView):
+    @extend_schema(
+        request=s.UsageSerializer,
+        responses={201: s.ChargeSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request, hold_id: int) -> Response:
+        """Charge the real usage against the hold (at most its amount); the rest is released."""
+        key = self.idempotency_key()
+        data = self.validated(s.UsageSerializer, request.data)
+        self._own_hold(hold_id)
+        charge = services.wallet_hold_capture(
+            hold_id=hold_id, app=self.app, idempotency_key=key, **data
+        )
+        return Response(s.ChargeSerializer(charge).data, status=status.HTTP_201_CREATED)
+
+    def _own_hold(self, hold_id: int) -> None:
+        hold = selectors.hold_get(hold_id=hold_id, app=self.app)
+        if hold is None or hold.user_id != self.user.pk:
+            raise wallet_error_to_api(NotFound("No such hold."))
+
+
+class HoldReleaseView(HoldCaptureView):
+    @extend_schema(
+        request=None,
+        responses={200: s.HoldSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request, hold_id: int) -> Response:
+        """Give the whole hold back to the wallet."""
+        key = self.idempotency_key()
+        self._own_hold(hold_id)
+        hold = services.wallet_hold_release(hold_id=hold_id, app=self.app, idempotency_key=key)
+        return Response(s.HoldSerializer(hold).data)
+
+
+class ChargeListView(WalletApiView):
+    @extend_schema(
+        request=s.UsageSerializer,
+        responses={201: s.ChargeSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request) -> Response:
+        """Charge a known usage in one step."""
+        key = self.idempotency_key()
+        data = self.validated(s.UsageSerializer, request.data)
+        charge = services.wallet_charge(user=self.user, app=self.app, idempotency_key=key, **data)
+        return Response(s.ChargeSerializer(charge).data, status=status.HTTP_201_CREATED)
+
+
+class ChargeDetailView(WalletApiView):
+    @extend_schema(responses={200: s.ChargeSerializer, **ERRORS}, tags=["wallet"])
+    def get(self, request: Request, charge_id: int) -> Response:
+        charge = selectors.charge_get(charge_id=charge_id, app=self.app)
+        if charge is None or charge.user_id != self.user.pk:
+            raise wallet_error_to_api(NotFound("No such charge."))
+        return Response(s.ChargeSerializer(charge).data)
+
+
+class RefundListView(WalletApiView):
+    @extend_schema(
+        request=s.RefundCreateSerializer,
+        responses={201: s.RefundSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request, charge_id: int) -> Response:
+        """Refund all or part of a charge (never more than what is left of it)."""
+        key = self.idempotency_key()
+        data = self.validated(s.RefundCreateSerializer, request.data)
+        charge = selectors.charge_get(charge_id=charge_id, app=self.app)
+        if charge is None or charge.user_id != self.user.pk:
+            raise wallet_error_to_api(NotFound("No such charge."))
+        refund = services.wallet_refund(
+            charge_id=charge_id,
+            app=self.app,
+            amount=data["amount"],
+            reason=data["reason"],
+            idempotency_key=key,
+        )
+        return Response(s.RefundSerializer(refund).data, status=status.HTTP_201_CREATED)
+
+
+class UsageBatchView(WalletApiView):
+    @extend_schema(
+        request=s.BatchSerializer,
+        responses={200: s.BatchResponseSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["wallet"],
+    )
+    def post(self, request: Request) -> Response:
+        """Charge up to WALLET_BATCH_MAX_RECORDS usage records, each on its own: a record that
+        fails (bad input, balance, allowance) does not stop the others. A record without an
+        ``idempotency_key`` gets "<Idempotency-Key header>#<index>", so replaying the whole
+        batch charges nothing twice."""
+        batch_key = self.idempotency_key()
+        records = self.validated(s.BatchSerializer, request.data)["records"]
+        results = []
+        for index, raw in enumerate(records):
+            record = s.BatchRecordSerializer(data=raw)
+            key = (
+                raw.get("idempotency_key") if isinstance(raw.get("idempotency_key"), str) else None
+            )
+            key = key or f"{batch_key}#{index}"
+            result: dict[str, Any] = {"index": index, "idempotency_key": key}
+            if not record.is_valid():
+                result |= {
+                    "status": "error",
+                    "charge": None,
+                    "error": {
+                        "code": "invalid_request",
+                        "message": "The record is not valid.",
+                        "details": record.errors,
+                    },
+                }
+                results.append(result)
+                continue
+            data = dict(record.validated_data)
+            data.pop("idempotency_key", None)
+            try:
+                charge = services.wallet_charge(
+                    user=self.user, app=self.app, idempotency_key=key, **data
+                )
+            except WalletError as error:
+                result |= {"status": "error", "charge": None, "error": error_body(error)}
+            else:
+                result |= {
+                    "status": "charged",
+                    "charge": s.ChargeSerializer(charge).data,
+                    "error": None,
+                }
+            results.append(result)
+        charged = sum(1 for r in results if r["status"] == "charged")
+        return Response({"charged": charged, "failed": len(results) - charged, "results": results})
