@@ -4,10 +4,11 @@ from axes.admin import AccessAttemptAdmin
 from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.forms_account import UserAdminChangeForm, UserAdminCreationForm
 from accounts.models import AuditEvent, OneTimeCode, User, UserSession
@@ -16,6 +17,7 @@ from accounts.services_account import (
     user_password_set_by_staff,
     user_sessions_end_all_by_staff,
 )
+from accounts.services_mfa import MfaError, mfa_disable
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,6 +45,7 @@ class UserAdmin(DjangoUserAdmin):
         "email",
         "email_verified",
         "display_name",
+        "two_factor",
         "is_active",
         "is_staff",
         "date_joined",
@@ -57,7 +60,7 @@ class UserAdmin(DjangoUserAdmin):
     )
     search_fields = ("phone", "email", "public_id", "display_name")
     search_help_text = _("Search by phone number, email address, public id or display name.")
-    actions = ["sign_out_everywhere"]
+    actions = ["sign_out_everywhere", "reset_two_factor"]
     ordering = ("-date_joined",)
     readonly_fields = ("public_id", "date_joined", "last_login")
     fieldsets = (
@@ -97,6 +100,34 @@ class UserAdmin(DjangoUserAdmin):
                     request=request,
                 )
         return response
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
+        confirmed_app = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+        return super().get_queryset(request).annotate(has_two_factor=Exists(confirmed_app))
+
+    @admin.display(description=_("two-factor"), boolean=True, ordering="has_two_factor")
+    def two_factor(self, obj: User) -> bool:
+        return bool(getattr(obj, "has_two_factor", False))
+
+    @admin.action(description=_("Reset two-factor (the user lost their phone and codes)"))
+    def reset_two_factor(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        reset = 0
+        for user in queryset.order_by("pk"):
+            try:
+                mfa_disable(request=request, user=user, actor=request.user)  # type: ignore[arg-type]
+            except MfaError:
+                continue
+            reset += 1
+        self.message_user(
+            request,
+            ngettext(
+                "Two-factor reset for %(count)d user.",
+                "Two-factor reset for %(count)d users.",
+                reset,
+            )
+            % {"count": reset},
+            messages.SUCCESS,
+        )
 
     @admin.action(description=_("Sign out everywhere"))
     def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

@@ -154,15 +154,23 @@ def recovery_codes_regenerate(*, request: HttpRequest | None, user: User) -> lis
     return codes
 
 
-def mfa_disable(*, request: HttpRequest | None, user: User) -> None:
+def mfa_disable(*, request: HttpRequest | None, user: User, actor: User | None = None) -> None:
     """Turn two-factor off: every OTP device of the user (app and recovery codes) is deleted.
-    Writes MFA_DISABLED. The caller has checked the current password."""
+    Writes MFA_DISABLED (with `actor` when staff did it for a user who lost their phone and
+    their codes). The caller has checked the current password or staff's identity.
+    Raises MfaError if two-factor was already off."""
     with transaction.atomic():
         deleted = TOTPDevice.objects.filter(user=user).delete()[0]
         deleted += StaticDevice.objects.filter(user=user).delete()[0]
         if deleted == 0:
             raise MfaError(_("Two-factor authentication is off."))
-        audit_event_record(action=AuditEvent.Action.MFA_DISABLED, user=user, request=request)
+        audit_event_record(
+            action=AuditEvent.Action.MFA_DISABLED,
+            user=user,
+            actor=actor,
+            request=request,
+            data={"by_staff": True} if actor is not None else {},
+        )
 
 
 def _digits(token: str) -> str:

@@ -414,3 +414,27 @@ def test_the_admin_refuses_an_unknown_time_zone(client):
     assert "Enter a time zone name" in response.content.decode()
     target.refresh_from_db()
     assert target.time_zone == "UTC"
+
+
+def test_staff_can_reset_two_factor_for_a_user_who_lost_phone_and_codes(client):
+    staff = staff_signed_in_with_code(client)
+    locked_out_of_2fa = UserFactory()
+    enable_mfa(locked_out_of_2fa)
+    changelist = reverse("admin:accounts_user_changelist")
+    listing = client.get(changelist, {"q": locked_out_of_2fa.public_id})
+    assert listing.context["cl"].result_list[0].has_two_factor is True
+
+    response = client.post(
+        changelist,
+        {"action": "reset_two_factor", "_selected_action": [locked_out_of_2fa.pk]},
+        follow=True,
+    )
+
+    assert "Two-factor reset for 1 user." in response.content.decode()
+    assert not locked_out_of_2fa.totpdevice_set.exists()
+    assert not locked_out_of_2fa.staticdevice_set.exists()
+    event = AuditEvent.objects.get(user=locked_out_of_2fa, action=AuditEvent.Action.MFA_DISABLED)
+    assert event.actor_id == staff.pk
+    # The next sign-in needs only the password.
+    other = client.__class__()
+    assert start_primary_login(other, locked_out_of_2fa).url == reverse("accounts:profile")
