@@ -341,16 +341,25 @@ def _mark_contact_verified(user: User, channel: str) -> None:
         user.save(update_fields=[field])
 
 
-def login_code_complete(*, channel: str, recipient: str, code: str) -> tuple[OtpCheck, User | None]:
+def login_code_complete(
+    *, channel: str, recipient: str, code: str, request: HttpRequest | None = None
+) -> tuple[OtpCheck, User | None]:
     """The account signed in by a code, or None. A right code for no account cannot happen
-    (nobody was told one) and would answer like a wrong code."""
+    (nobody was told one) and would answer like a wrong code. A failure against an existing
+    account writes LOGIN_FAILURE, as a wrong password does."""
+    method = "sms" if channel == OneTimeCode.Channel.SMS else "otp-email"
     with transaction.atomic():
         check = otp_code_check(purpose=OneTimeCode.Purpose.LOGIN, recipient=recipient, code=code)
-        if check != OtpCheck.OK:
-            return check, None
         user = _live_user(channel=channel, recipient=recipient)
-        if user is None:
-            return OtpCheck.WRONG, None
+        if check != OtpCheck.OK or user is None:
+            if user is not None:
+                audit_event_record(
+                    action=AuditEvent.Action.LOGIN_FAILURE,
+                    user=user,
+                    request=request,
+                    data={"method": method, "reason": str(check)},
+                )
+            return (check if check != OtpCheck.OK else OtpCheck.WRONG), None
         _mark_contact_verified(user, channel)
     return check, user
 

@@ -435,7 +435,10 @@ def login_code_verify_view(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _code_page(request, LOGIN_CODE_FLOW, pending, form, status=400)
     check, user = login_code_complete(
-        channel=pending["channel"], recipient=pending["recipient"], code=form.cleaned_data["code"]
+        channel=pending["channel"],
+        recipient=pending["recipient"],
+        code=form.cleaned_data["code"],
+        request=request,
     )
     if user is None:
         form.add_error("code", CODE_ERRORS[check])

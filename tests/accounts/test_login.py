@@ -261,7 +261,7 @@ def test_replayed_login_code_fails(client, post):
 
 
 def test_login_code_attempts_run_out(client, post, settings):
-    UserFactory(phone="+8613800138000")
+    user = UserFactory(phone="+8613800138000")
     post(LOGIN_CODE, {"username": "+8613800138000"})
     code = last_sms_code("+8613800138000")
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
@@ -273,6 +273,9 @@ def test_login_code_attempts_run_out(client, post, settings):
     assert response.status_code == 400
     assert "Too many wrong tries" in response.content.decode()
     assert signed_in_user_id(client) is None
+    failures = AuditEvent.objects.filter(action=AuditEvent.Action.LOGIN_FAILURE, user=user)
+    assert failures.count() == settings.OTP_CODE_MAX_ATTEMPTS + 1
+    assert failures.first().data["method"] == "sms"
 
 
 def test_login_code_send_is_rate_limited_with_retry_after(client, post):
