@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, OneTimeCode, User
@@ -192,8 +193,8 @@ def _message_text(*, kind: str, purpose: str, code: str) -> tuple[str, str]:
         return (
             _("You already have a Tokenpass account"),
             _(
-                "Someone asked to create a Tokenpass account with this address, but it already "
-                "has one. Sign in at %(url)s (you can reset your password there). If it was not "
+                "Someone asked to create a Tokenpass account with this phone number or email "
+                "address, but it already has one. Sign in at %(url)s (you can reset your password there). If it was not "
                 "you, ignore this message."
             )
             % {"url": login_url},
@@ -205,8 +206,10 @@ def _message_text(*, kind: str, purpose: str, code: str) -> tuple[str, str]:
         OneTimeCode.Purpose.VERIFY: _("Your Tokenpass verification code is %(code)s."),
     }
     body = texts.get(purpose, texts[OneTimeCode.Purpose.VERIFY]) % {"code": code}
-    body += " " + _(
-        "It expires in %(minutes)d minutes. Never share it: Tokenpass will never ask you for it."
+    body += " " + ngettext(
+        "It expires in %(minutes)d minute. Never share it: Tokenpass will never ask you for it.",
+        "It expires in %(minutes)d minutes. Never share it: Tokenpass will never ask you for it.",
+        minutes,
     ) % {"minutes": minutes}
     return _("Your Tokenpass code: %(code)s") % {"code": code}, body
 
