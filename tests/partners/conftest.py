@@ -119,6 +119,10 @@ class Browser:
         for name, value in (cookies or {}).items():
             self.http.cookies.set(name, value)
 
+    def cookie(self, name: str) -> str:
+        values = [c.value for c in self.http.cookies if c.name == name]
+        return values[-1]
+
     def get(self, path_or_url: str, **kwargs):
         url = path_or_url if path_or_url.startswith("http") else self.base_url + path_or_url
         return self.http.get(url, allow_redirects=False, timeout=30, **kwargs)

@@ -221,7 +221,7 @@ def test_prompt_login_and_max_age_force_a_fresh_sign_in(live_server, live_app, u
     assert location.startswith("/login/?next=") and "prompt" not in location.split("next=")[1]
     # and the old session is over
     browser2 = browser_for(user)
-    session_key = browser2.http.cookies["sessionid"]
+    session_key = browser2.cookie("sessionid")
     from django.contrib.sessions.backends.db import SessionStore
 
     store = SessionStore(session_key=session_key)
@@ -244,7 +244,7 @@ def test_auth_time_in_the_id_token_is_when_the_person_signed_in(
     app, secret = live_app("Chat A")
     browser = browser_for(user)
     signed_in_at = int(time.time()) - 500
-    store = SessionStore(session_key=browser.http.cookies["sessionid"])
+    store = SessionStore(session_key=browser.cookie("sessionid"))
     store[AUTH_TIME_SESSION_KEY] = signed_in_at
     store.save()
     _, token, _ = run_code_flow(live_server, browser, app, secret, scope="openid")

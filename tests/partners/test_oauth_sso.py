@@ -1,0 +1,261 @@
+"""Single sign-on across apps, prompt=none, RP-initiated logout, the device grant, key
+rotation with live tokens, and the connected apps page."""
+
+import json
+import time
+
+import pytest
+import requests
+from authlib.jose import JsonWebKey, JsonWebToken
+from django.core.management import call_command
+
+from accounts.models import AuditEvent
+from partners.models import Consent
+from partners.oauth import keys
+from partners.oauth.tokens import access_token_verify
+from tests.partners.conftest import pkce_pair, redirect_params
+from tests.partners.test_oauth_code_flow import run_code_flow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def silent_params(app, **extra):
+    _, challenge = pkce_pair()
+    return {
+        "response_type": "code",
+        "client_id": app.client_id,
+        "redirect_uri": app.redirect_uris,
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "st",
+        "prompt": "none",
+        **extra,
+    }
+
+
+def test_prompt_none_across_two_apps(live_server, live_app, user, browser_for):
+    app_a, secret_a = live_app("App A", path="/cb/a")
+    app_b, _ = live_app("App B", path="/cb/b")
+    browser = browser_for(user)
+    # the person signed in to app A (with consent)
+    run_code_flow(live_server, browser, app_a, secret_a, scope="openid")
+    # app A: prompt=none gives a code without any page
+    silent_a = redirect_params(browser.get("/o/authorize/", params=silent_params(app_a)))
+    assert silent_a["code"] and silent_a["state"] == "st"
+    # app B was never consented: consent_required (still no page, no login)
+    silent_b = redirect_params(browser.get("/o/authorize/", params=silent_params(app_b)))
+    assert silent_b["error"] == "consent_required"
+    assert silent_b["iss"]
+    # a stranger's browser: login_required
+    anonymous = redirect_params(browser_for(None).get("/o/authorize/", params=silent_params(app_a)))
+    assert anonymous["error"] == "login_required" and anonymous["state"] == "st"
+    # prompt=none with an exceeded max_age: login_required
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.login_flow import AUTH_TIME_SESSION_KEY
+
+    store = SessionStore(session_key=browser.cookie("sessionid"))
+    store[AUTH_TIME_SESSION_KEY] = int(time.time()) - 3600
+    store.save()
+    stale = redirect_params(browser.get("/o/authorize/", params=silent_params(app_a, max_age="60")))
+    assert stale["error"] == "login_required"
+    fresh_enough = browser.get("/o/authorize/", params=silent_params(app_a, max_age="7200"))
+    assert "code" in redirect_params(fresh_enough)
+
+
+def test_second_app_signs_in_without_a_login_page(live_server, live_app, user, browser_for):
+    app_a, secret_a = live_app("App A", path="/cb/a")
+    app_b, secret_b = live_app("App B", path="/cb/b")
+    browser = browser_for(user)
+    run_code_flow(live_server, browser, app_a, secret_a, scope="openid")
+    # app B: consent page (first time), never the login page, then a code
+    _, token, _ = run_code_flow(live_server, browser, app_b, secret_b, scope="openid")
+    assert token["id_token"]
+    # and from now on prompt=none works for B too
+    assert "code" in redirect_params(browser.get("/o/authorize/", params=silent_params(app_b)))
+
+
+def test_rp_initiated_logout_ends_the_session(live_server, live_app, user, browser_for):
+    app, secret = live_app("App A", path="/cb/a")
+    browser = browser_for(user)
+    _, token, _ = run_code_flow(live_server, browser, app, secret, scope="openid")
+    response = browser.get(
+        "/o/logout/",
+        params={
+            "id_token_hint": token["id_token"],
+            "post_logout_redirect_uri": app.redirect_uris,
+            "state": "bye",
+        },
+    )
+    assert response.status_code == 302, response.text[:300]
+    assert response.headers["Location"] == f"{app.redirect_uris}?state=bye"
+    # the Tokenpass session is over: prompt=none says login_required
+    after = redirect_params(browser.get("/o/authorize/", params=silent_params(app)))
+    assert after["error"] == "login_required"
+    # an unregistered post-logout URI is refused (no redirect)
+    browser2 = browser_for(user)
+    _, token2, _ = run_code_flow(live_server, browser2, app, secret, scope="openid")
+    evil = browser2.get(
+        "/o/logout/",
+        params={
+            "id_token_hint": token2["id_token"],
+            "post_logout_redirect_uri": "https://evil.example/",
+        },
+    )
+    assert evil.status_code == 400
+
+
+def test_device_flow(live_server, make_app, user, browser_for):
+    app, _ = make_app(
+        "TV App",
+        client_type="public",
+        allowed_grant_types="urn:ietf:params:oauth:grant-type:device_code refresh_token",
+        allowed_scopes="openid profile",
+    )
+    # the device asks for a code
+    start = requests.post(
+        f"{live_server.url}/o/device-authorization/",
+        data={"client_id": app.client_id, "scope": "openid profile"},
+        timeout=10,
+    )
+    assert start.status_code == 200, start.text
+    grant = start.json()
+    assert grant["verification_uri"].endswith("/device")
+    assert grant["user_code"] in grant["verification_uri_complete"]
+
+    def poll():
+        return requests.post(
+            f"{live_server.url}/o/token/",
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                "device_code": grant["device_code"],
+                "client_id": app.client_id,
+            },
+            timeout=10,
+        )
+
+    first = poll()
+    assert first.status_code == 400 and first.json()["error"] == "authorization_pending"
+    assert poll().json()["error"] == "slow_down"
+    # another client cannot redeem this device code
+    other, _ = make_app(
+        "Other TV",
+        client_type="public",
+        allowed_grant_types="urn:ietf:params:oauth:grant-type:device_code",
+    )
+    stolen = requests.post(
+        f"{live_server.url}/o/token/",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": grant["device_code"],
+            "client_id": other.client_id,
+        },
+        timeout=10,
+    )
+    assert stolen.json()["error"] == "invalid_grant"
+
+    # the person types the code at /device, sees the app and approves
+    browser = browser_for(user)
+    page = browser.get("/device")
+    assert page.status_code == 200 and 'name="user_code"' in page.text
+    csrf = browser.cookie("csrftoken")
+    typed = grant["user_code"][:4].lower() + "-" + grant["user_code"][4:].lower()
+    confirm = browser.post("/device", {"user_code": typed, "csrfmiddlewaretoken": csrf})
+    assert confirm.status_code == 200 and "TV App" in confirm.text
+    assert "See your name, language and time zone" in confirm.text
+    done = browser.post(
+        "/device",
+        {"user_code": grant["user_code"], "action": "approve", "csrfmiddlewaretoken": csrf},
+    )
+    assert done.status_code == 200 and "Device connected" in done.text
+
+    # the device's next poll gets tokens, exactly once
+    from django.core.cache import cache
+
+    cache.clear()
+    tokens = poll()
+    assert tokens.status_code == 200, tokens.text
+    claims = access_token_verify(token=tokens.json()["access_token"])
+    assert claims["sub"] == user.public_id and claims["client_id"] == app.client_id
+    again = poll()
+    assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
+    assert Consent.objects.filter(user=user, application=app).exists()
+
+
+def test_device_page_rejects_wrong_codes_and_needs_a_session(live_server, user, browser_for):
+    anonymous = browser_for(None).get("/device?user_code=ABCD1234")
+    assert anonymous.status_code == 302 and anonymous.headers["Location"].startswith("/login/")
+    browser = browser_for(user)
+    browser.get("/device")
+    csrf = browser.cookie("csrftoken")
+    wrong = browser.post("/device", {"user_code": "ZZZZ-ZZZZ", "csrfmiddlewaretoken": csrf})
+    assert wrong.status_code == 400 and "not valid" in wrong.text
+
+
+def test_tokens_signed_before_a_key_rotation_keep_verifying(
+    live_server, live_app, user, browser_for
+):
+    app, secret = live_app("App A")
+    _, before, _ = run_code_flow(live_server, browser_for(user), app, secret, scope="openid")
+    old_kid = keys.signing_jwk()["kid"]
+
+    # stage: the new key is published but does not sign yet
+    call_command("oidc_rotate_keys", "--stage")
+    staged = requests.get(f"{live_server.url}/.well-known/jwks.json", timeout=10).json()
+    assert len(staged["keys"]) == 2 and keys.signing_jwk()["kid"] == old_kid
+    # activate: new tokens use the new key
+    call_command("oidc_rotate_keys", "--activate")
+    _, after, _ = run_code_flow(live_server, browser_for(user), app, secret, scope="openid")
+
+    jwks = requests.get(f"{live_server.url}/.well-known/jwks.json", timeout=10).json()
+    key_set = JsonWebKey.import_key_set(jwks)
+    for token in (before, after):
+        JsonWebToken(["RS256"]).decode(token["id_token"], key_set).validate()
+        JsonWebToken(["RS256"]).decode(token["access_token"], key_set).validate()
+    kid_after = json.loads(
+        __import__("base64").urlsafe_b64decode(after["id_token"].split(".")[0] + "==")
+    )["kid"]
+    assert kid_after != old_kid
+    # the old access token still works at our endpoints
+    info = requests.get(
+        f"{live_server.url}/o/userinfo/",
+        headers={"Authorization": f"Bearer {before['access_token']}"},
+        timeout=10,
+    )
+    assert info.status_code == 200
+    # retiring now removes nothing: the old key's tokens may still be alive
+    call_command("oidc_rotate_keys", "--retire")
+    assert len(keys.public_jwks()["keys"]) == 2
+
+
+def test_connected_apps_page_lists_and_revokes(live_server, live_app, user, browser_for):
+    app, secret = live_app("App A")
+    browser = browser_for(user)
+    _, token, _ = run_code_flow(live_server, browser, app, secret, scope="openid email")
+    page = browser.get("/account/apps/")
+    assert page.status_code == 200
+    assert "App A" in page.text and "See your email address" in page.text
+    assert app.partner.name in page.text
+    csrf = browser.cookie("csrftoken")
+    revoked = browser.post(f"/account/apps/{app.client_id}/revoke/", {"csrfmiddlewaretoken": csrf})
+    assert revoked.status_code == 302
+    assert not Consent.objects.filter(user=user, application=app).exists()
+    # every token of that app for this person is dead at once
+    introspection = requests.post(
+        f"{live_server.url}/o/introspect/",
+        data={"token": token["access_token"]},
+        auth=(app.client_id, secret),
+        timeout=10,
+    ).json()
+    assert introspection == {"active": False}
+    refresh = requests.post(
+        f"{live_server.url}/o/token/",
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        auth=(app.client_id, secret),
+        timeout=10,
+    )
+    assert refresh.status_code == 400
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.APP_REVOKED, user=user).exists()
+    # and the app must ask again
+    assert f'data-client-id="{app.client_id}"' not in browser.get("/account/apps/").text
