@@ -224,3 +224,60 @@ def test_concurrent_first_use_creates_one_wallet(db):
         ),
     )
     assert balance(fresh) == 80
+
+
+def test_concurrent_staff_credits_with_one_form_key_credit_once(setup):
+    user, _app = setup
+    staff = UserFactory(is_staff=True)
+
+    def work(i: int):
+        return services.wallet_staff_credit(
+            user=user, amount=100, reason="outage", actor=staff, idempotency_key="form-1"
+        )
+
+    results = run_concurrently(10, work)
+    assert len({bucket.pk for bucket in results}) == 1
+    assert balance(user) == 100
+
+
+def test_concurrent_plan_grants_grant_once_per_period(setup):
+    from wallet.models import Plan, PlanGrant, Subscription
+
+    user, _app = setup
+    plan = Plan.objects.create(name="Pro", allotment=1000)
+    subscription = Subscription.objects.create(user=user, plan=plan)
+
+    results = run_concurrently(8, lambda i: services.subscriptions_grant_due())
+    assert sum(results) == 1
+    assert PlanGrant.objects.filter(subscription=subscription).count() == 1
+    assert balance(user) == 1000
+
+
+def test_bucket_expiry_racing_charges_keeps_the_ledger_whole(setup):
+    from freezegun import freeze_time
+
+    user, app = setup
+    fund(user, 500, expires_at=timezone.now() + timedelta(minutes=1))
+    fund(user, 500)
+    later = timezone.now() + timedelta(minutes=2)
+
+    def work(i: int):
+        if i % 3 == 0:
+            return services.wallet_buckets_expire_due()
+        return services.wallet_charge(
+            user=user,
+            app=app,
+            model="gpt-test",
+            input_tokens=60,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key=f"e{i}",
+        )
+
+    with freeze_time(later):
+        results = run_concurrently(24, work)
+    charged = sum(1 for r in results if isinstance(r, Charge))
+    # The 500 promotional tokens expired before any charge could use them.
+    assert charged == 500 // 60
+    assert balance(user) == 500 - 60 * charged
+    assert wallet_audit_run().ok
