@@ -303,3 +303,24 @@ CELERY_BEAT_SCHEDULE.update(
         "wallet-audit": {"task": "wallet.tasks.audit", "schedule": crontab(hour=3, minute=15)},
     }
 )
+
+# Partner settlement (partners/settlement, docs/settlement.md). Amounts in platform tokens.
+# Minimum payout per payout currency ("*": any other); smaller totals carry forward.
+SETTLEMENT_MINIMUM_PAYOUT = {"*": env.int("SETTLEMENT_MINIMUM_PAYOUT", default=10_000)}
+# A period is closed only this long after it ends, so that captures in flight at midnight
+# (posted just before it, committed just after) are in.
+SETTLEMENT_CLOSE_GRACE = timedelta(minutes=env.int("SETTLEMENT_CLOSE_GRACE_MINUTES", default=15))
+# How many past days the daily beat closes if a statement is missing (catches up after outages).
+SETTLEMENT_CATCH_UP_DAYS = 3
+# Test hook only: seconds to pause between the steps of a close (0 in every real deployment).
+SETTLEMENT_STEP_DELAY_SECONDS = env.float("SETTLEMENT_STEP_DELAY_SECONDS", default=0)
+CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "partners.settlement.tasks"]
+CELERY_BEAT_SCHEDULE["partners-settlement-close"] = {
+    "task": "partners.settlement.close_due",
+    "schedule": crontab(hour=0, minute=30),
+}
+# Late acks redeliver a task whose worker died once this many seconds pass unacknowledged.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+}

@@ -1,0 +1,40 @@
+"""Close a settlement period for every partner (or one), now or through the Celery queue."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from partners.settlement import selectors, services, tasks
+from partners.settlement.periods import InvalidPeriod, period_parse
+
+
+class Command(BaseCommand):
+    help = (
+        "Close PERIOD (YYYY-MM or YYYY-MM-DD) into statements; closed periods are left as they are."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("period")
+        parser.add_argument("--partner", type=int, action="append", help="Partner id (repeatable).")
+        parser.add_argument("--queue", action="store_true", help="Queue Celery tasks instead.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            period = period_parse(options["period"])
+        except InvalidPeriod as exc:
+            raise CommandError(str(exc)) from None
+        partner_ids = options["partner"] or selectors.settlement_partner_ids()
+        for partner_id in partner_ids:
+            if options["queue"]:
+                tasks.settlement_close.delay(partner_id, period.label)
+                self.stdout.write(f"queued partner {partner_id} {period.label}")
+                continue
+            try:
+                result = services.settlement_statement_close(partner_id=partner_id, period=period)
+            except services.PeriodNotOver:
+                raise CommandError(f"{period.label} has not ended yet (plus the grace).") from None
+            state = "closed" if result.created else "already closed"
+            self.stdout.write(
+                f"partner {partner_id} {period.label}: {state}, statement "
+                f"{result.statement.pk}, total {result.statement.total}"
+            )

@@ -1,0 +1,36 @@
+"""Settlement tasks. Thin: JSON arguments (ids and period strings), late acks so that a
+worker lost mid-run leaves the message to be redelivered, retries with backoff; the work and
+its exactly-once guarantee are in partners.settlement.services."""
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from partners.settlement import selectors, services
+
+
+@shared_task(
+    name="partners.settlement.close",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+    soft_time_limit=240,
+    time_limit=300,
+    ignore_result=True,
+)
+def settlement_close(partner_id: int, period: str) -> int:
+    """Close one partner's period (idempotent). Returns the statement id."""
+    return services.settlement_statement_close(partner_id=partner_id, period=period).statement.pk
+
+
+@shared_task(name="partners.settlement.close_due", acks_late=True, ignore_result=True)
+def settlement_close_due() -> int:
+    """Beat: queue a close for every partner and recent period without a statement."""
+    due = selectors.settlement_due(now=timezone.now())
+    for partner_id, period in due:
+        settlement_close.delay(partner_id, period)
+    return len(due)
