@@ -52,7 +52,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Run inside `manage.py shell` against the bench database: one partner, a confidential
 # client-credentials app, a confidential web app, and one refresh-token chain per client.
 SEED_SCRIPT = """
-import json, secrets
+import json, secrets, uuid
 from datetime import timedelta
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
@@ -65,11 +65,11 @@ common = dict(partner=partner, client_type=Application.CLIENT_CONFIDENTIAL, clie
               hash_client_secret=True, algorithm=Application.RS256_ALGORITHM)
 cc = Application.objects.create(
     name="Bench service", authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
-    allowed_grant_types="client_credentials", allowed_scopes=cc_scope, **common)
+    allowed_grant_types=Application.GRANT_CLIENT_CREDENTIALS, allowed_scopes=cc_scope, **common)
 web = Application.objects.create(
     name="Bench web app", authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
     redirect_uris="https://partner.example/callback",
-    allowed_grant_types="authorization_code refresh_token",
+    allowed_grant_types=f"{{Application.GRANT_AUTHORIZATION_CODE}} refresh_token",
     allowed_scopes=refresh_scope, **common)
 AccessToken, RefreshToken = get_access_token_model(), get_refresh_token_model()
 tokens = []
@@ -78,10 +78,10 @@ for i in range(chains):
     access = AccessToken.objects.create(
         user=user, application=web, token=secrets.token_urlsafe(32), scope=refresh_scope,
         expires=timezone.now() + timedelta(hours=1))
+    # As the authorization-code grant leaves them: a new token family per sign-in.
     refresh = RefreshToken.objects.create(
-        user=user, application=web, token=secrets.token_urlsafe(32), access_token=access)
-    access.source_refresh_token = refresh
-    access.save(update_fields=["source_refresh_token"])
+        user=user, application=web, token=secrets.token_urlsafe(32), access_token=access,
+        token_family=uuid.uuid4())
     tokens.append(refresh.token)
 with open(out, "w") as handle:
     json.dump({{"cc_client_id": cc.client_id, "web_client_id": web.client_id,
@@ -106,18 +106,41 @@ class Target:
 
 @dataclass
 class Result:
-    grants_per_second: float
     ok: int
     errors: int
-    p50_ms: float
-    p99_ms: float
+    elapsed: float
+    latencies: list[float]
     server_cpu_seconds: float
     first_error: str
     sample_keys: list[str]
+    # Grants per second of each round, to show the spread.
+    rounds: list[float]
+
+    @property
+    def grants_per_second(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
 
     @property
     def grants_per_cpu_second(self) -> float:
         return self.ok / self.server_cpu_seconds if self.server_cpu_seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def __add__(self, other: Result) -> Result:
+        return Result(
+            ok=self.ok + other.ok,
+            errors=self.errors + other.errors,
+            elapsed=self.elapsed + other.elapsed,
+            latencies=self.latencies + other.latencies,
+            server_cpu_seconds=self.server_cpu_seconds + other.server_cpu_seconds,
+            first_error=self.first_error or other.first_error,
+            sample_keys=self.sample_keys or other.sample_keys,
+            rounds=self.rounds + other.rounds,
+        )
 
 
 def free_port() -> int:
@@ -254,7 +277,7 @@ def _client(
             if kind == "refresh_token":
                 break  # the chain is broken; carrying on would only count more errors
     conn.close()
-    queue.put((ok, errors, latencies, first_error, sample_keys))
+    queue.put((ok, errors, latencies, first_error, sample_keys, index, refresh_token))
 
 
 def measure(kind: str, target: Target, seconds: float, clients: int) -> Result:
@@ -275,24 +298,20 @@ def measure(kind: str, target: Target, seconds: float, clients: int) -> Result:
     cpu_after = tree_cpu_seconds(target.root_pid)
     for p in procs:
         p.join()
+    if kind == "refresh_token":
+        # The next round carries on each chain from the token it ended with.
+        for part in parts:
+            target.refresh_tokens[part[5]] = part[6]
     ok = sum(p[0] for p in parts)
-    errors = sum(p[1] for p in parts)
-    latencies = sorted(x for p in parts for x in p[2])
-
-    def pct(q: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
-        )
-
     return Result(
-        grants_per_second=ok / elapsed,
         ok=ok,
-        errors=errors,
-        p50_ms=pct(0.50),
-        p99_ms=pct(0.99),
+        errors=sum(p[1] for p in parts),
+        elapsed=elapsed,
+        latencies=[x for p in parts for x in p[2]],
         server_cpu_seconds=cpu_after - cpu_before,
         first_error=next((p[3] for p in parts if p[3]), ""),
         sample_keys=next((p[4] for p in parts if p[4]), []),
+        rounds=[ok / elapsed],
     )
 
 
@@ -441,20 +460,32 @@ def stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
-def bench_server(start, args: argparse.Namespace) -> tuple[Target, dict[str, Result]]:
-    server, target = start()
+def bench_all(starters: dict, args: argparse.Namespace) -> dict[str, dict[str, Result]]:
+    """Start every server, then measure them in alternating rounds, so that whatever else the
+    machine is doing weighs on each server alike."""
+    running: list[tuple[subprocess.Popen, Target]] = []
     try:
-        warm_up(target, args.warmup)
-        results = {}
-        for kind in ("client_credentials", "refresh_token"):
-            print(
-                f"  {target.name}: {kind} ({args.clients} clients, {args.seconds:g} s) ...",
-                flush=True,
-            )
-            results[kind] = measure(kind, target, args.seconds, args.clients)
-        return target, results
+        for name, start in starters.items():
+            print(f"starting {name} ...", flush=True)
+            running.append(start())
+        for _, target in running:
+            warm_up(target, args.warmup)
+        results: dict[str, dict[str, Result]] = {t.name: {} for _, t in running}
+        for round_number in range(1, args.rounds + 1):
+            for kind in ("client_credentials", "refresh_token"):
+                for _, target in running:
+                    print(
+                        f"  round {round_number}/{args.rounds} {target.name}: {kind} "
+                        f"({args.clients} clients, {args.seconds:g} s) ...",
+                        flush=True,
+                    )
+                    result = measure(kind, target, args.seconds, args.clients)
+                    previous = results[target.name].get(kind)
+                    results[target.name][kind] = previous + result if previous else result
+        return results
     finally:
-        stop(server)
+        for server, _ in running:
+            stop(server)
 
 
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
@@ -463,8 +494,10 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
     print()
     print(
         f"cores {cores}; {args.clients} load-generator clients on the same cores; "
-        f"{args.seconds:g} s per figure"
+        f"{args.rounds} alternating rounds of {args.seconds:g} s per figure"
     )
+    # Anything else running on the machine lowers every figure; say how busy it was.
+    print(f"load average (1 min) before {args.load_before:.2f}, after {os.getloadavg()[0]:.2f}")
     print(
         f"gunicorn workers {args.workers}; node workers {args.node_workers}; "
         f"oidc-provider access tokens: {args.node_token_format}"
@@ -482,7 +515,14 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
             (f"{label} grants/s", lambda r: f"{r.grants_per_second:16.1f}"),
             ("  per core", lambda r: f"{r.grants_per_second / cores:16.1f}"),
             ("  per app-server CPU-second", lambda r: f"{r.grants_per_cpu_second:16.1f}"),
-            ("  latency p50 / p99 ms", lambda r: f"{r.p50_ms:7.1f} /{r.p99_ms:7.1f}"),
+            (
+                "  latency p50 / p99 ms",
+                lambda r: f"{r.percentile_ms(0.5):7.1f} /{r.percentile_ms(0.99):7.1f}",
+            ),
+            (
+                "  rounds min / max grants/s",
+                lambda r: f"{min(r.rounds):7.1f} /{max(r.rounds):7.1f}",
+            ),
             ("  failed requests", lambda r: f"{r.errors:16d}"),
         ]
         for title, fmt in rows:
@@ -519,7 +559,8 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
 def main() -> None:
     cores = os.cpu_count() or 2
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2 * cores + 1, help="gunicorn workers")
@@ -528,7 +569,7 @@ def main() -> None:
     parser.add_argument(
         "--token-path", default="", help="Tokenpass token endpoint (default: from discovery)"
     )
-    parser.add_argument("--cc-scope", default="")
+    parser.add_argument("--cc-scope", default="settlement:read")
     parser.add_argument("--refresh-scope", default="openid profile")
     parser.add_argument(
         "--node-token-format",
@@ -537,39 +578,38 @@ def main() -> None:
         help="oidc-provider access token format (Tokenpass issues RFC 9068 JWTs)",
     )
     args = parser.parse_args()
-    args.seconds = min(args.seconds, 120.0)
+    args.seconds = min(args.seconds, 60.0)
+    args.rounds = max(1, min(args.rounds, 10))
     args.clients = max(1, min(args.clients, 64))
     chains = args.clients + 1  # one per client, and one for the warm-up
 
-    results: dict[str, dict[str, Result]] = {}
+    args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
         workdir = Path(tmp)
+        starters = {}
         if args.only in (None, "tokenpass"):
-            print(f"Tokenpass under gunicorn ({args.workers} workers) ...", flush=True)
-            _, results["Tokenpass"] = bench_server(
-                lambda: start_tokenpass(
+            starters[f"Tokenpass under gunicorn ({args.workers} workers)"] = lambda: (
+                start_tokenpass(
                     workdir,
                     args.workers,
                     chains,
                     args.cc_scope,
                     args.refresh_scope,
                     args.token_path,
-                ),
-                args,
+                )
             )
         if args.only in (None, "node"):
-            print(f"oidc-provider under node ({args.node_workers} workers) ...", flush=True)
-            _, results["oidc-provider"] = bench_server(
-                lambda: start_node(
+            starters[f"oidc-provider under node ({args.node_workers} workers)"] = lambda: (
+                start_node(
                     workdir,
                     args.node_workers,
                     chains,
                     args.cc_scope,
                     args.refresh_scope + " offline_access",
                     args.node_token_format,
-                ),
-                args,
+                )
             )
+        results = bench_all(starters, args)
     if not report(results, args):
         sys.exit("some grants failed: the figures are not valid")
 
