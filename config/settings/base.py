@@ -304,6 +304,21 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 
+# Partner webhooks (partners/webhooks, docs/webhooks.md).
+WEBHOOKS_RETRY_DELAYS = [60, 300, 1800, 7200, 21600, 43200, 86400]
+WEBHOOKS_TIMEOUT_SECONDS = env.int("WEBHOOKS_TIMEOUT_SECONDS", default=10)
+WEBHOOKS_MAX_PAYLOAD_BYTES = 256 * 1024
+# Endpoints on loopback, private or link-local addresses are refused unless this is set.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOKS_ALLOW_PRIVATE_TARGETS", default=False)
+# Endpoint signing secrets are derived with this key (SECRET_KEY when empty): keep it fixed
+# when SECRET_KEY rotates, or every endpoint's secret changes.
+WEBHOOKS_SIGNING_KEY = env.str("WEBHOOKS_SIGNING_KEY", default="")
+CELERY_IMPORTS = [*globals().get("CELERY_IMPORTS", []), "partners.webhooks.tasks"]
+CELERY_BEAT_SCHEDULE["partners-webhooks-requeue"] = {
+    "task": "partners.webhooks_requeue_overdue",
+    "schedule": 300.0,
+}
+
 # Partner settlement (partners/settlement, docs/settlement.md). Amounts in platform tokens.
 # Minimum payout per payout currency ("*": any other); smaller totals carry forward.
 SETTLEMENT_MINIMUM_PAYOUT = {"*": env.int("SETTLEMENT_MINIMUM_PAYOUT", default=10_000)}

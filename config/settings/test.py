@@ -14,3 +14,5 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379
 CELERY_TASK_ALWAYS_EAGER = True
 SMS_BACKEND = "accounts.sms.backends.OutboxSmsBackend"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Webhook tests post to a listener on 127.0.0.1.
+WEBHOOKS_ALLOW_PRIVATE_TARGETS = True
