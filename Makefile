@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint typecheck migrations-check check install chromium worker beat bench messages clean
+.PHONY: run test lint typecheck migrations-check check install chromium worker beat bench bench-token messages clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ messages: install
 
 bench: install
 	$(PY) bench/run.py
+
+## Token endpoint only: Tokenpass beside oidc-provider (needs node and npm).
+bench-token: install
+	$(PY) bench/token/run.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .mypy_cache .ruff_cache
