@@ -207,7 +207,3 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 # Agreements and settlement statements (partners/settlement/admin.py).
 from partners.settlement import admin as settlement_admin  # noqa: E402, F401
-
-
-# Agreements and settlement statements (partners/settlement/admin.py).
-from partners.settlement import admin as settlement_admin  # noqa: E402, F401
