@@ -153,3 +153,45 @@ def test_the_guide_lists_every_endpoint_that_discovery_publishes(issuer):
         assert f"`{path}`" in guide, f"{key} {path} is not in the guide"
     for scope in discovery["scopes_supported"]:
         assert f"`{scope}`" in guide
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("unknown grant type", 400, "unsupported_grant_type"),
+        ("wrong secret", 401, "invalid_client"),
+        ("grant not allowed", 400, "unauthorized_client"),
+        ("scope not allowed", 400, "invalid_scope"),
+        ("parameter too long", 400, "invalid_request"),
+        ("unknown refresh token", 400, "invalid_grant"),
+        ("partner suspended", 401, "invalid_client"),
+    ],
+)
+def test_the_guides_error_table_matches_the_token_endpoint(client, make_app, case, status, error):
+    from partners.models import Partner
+
+    app, secret = make_app(
+        "Errors", allowed_grant_types="authorization-code refresh_token", allowed_scopes="openid"
+    )
+    data = {"grant_type": "refresh_token", "refresh_token": "not-a-token"}
+    if case == "unknown grant type":
+        data = {"grant_type": "password", "username": "x", "password": "y"}
+    elif case == "wrong secret":
+        secret = "wrong"
+    elif case == "grant not allowed":
+        data = {"grant_type": "client_credentials"}
+    elif case == "scope not allowed":
+        app.allowed_grant_types = "client-credentials"
+        app.save(update_fields=["allowed_grant_types"])
+        data = {"grant_type": "client_credentials", "scope": "wallet:charge"}
+    elif case == "parameter too long":
+        data["refresh_token"] = "x" * 5000
+    elif case == "partner suspended":
+        Partner.objects.filter(pk=app.partner_id).update(status=Partner.Status.SUSPENDED)
+    basic = base64.b64encode(f"{app.client_id}:{secret}".encode()).decode()
+    response = client.post("/o/token/", data, HTTP_AUTHORIZATION=f"Basic {basic}")
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert response["Cache-Control"] == "no-store"
+    guide = GUIDE.read_text()
+    assert f"`{error}`" in guide
