@@ -3,67 +3,69 @@ maps them to HTTP statuses (insufficient balance â†’ 402, idempotency conflict â
 
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
+
 
 class WalletError(Exception):
     code = "wallet_error"
-    message = "The wallet operation failed."
+    message: Any = _("The wallet operation failed.")
 
-    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+    def __init__(self, message: Any = None, *, details: Any = None) -> None:
         self.message = message or self.message
         self.details = details
-        super().__init__(self.message)
+        super().__init__(str(self.message))
 
 
 class InvalidRequest(WalletError):
     code = "invalid_request"
-    message = "The request is not valid."
+    message: Any = _("The request is not valid.")
 
 
 class InsufficientBalance(WalletError):
     code = "insufficient_balance"
-    message = "The wallet balance is too low."
+    message: Any = _("The wallet balance is too low.")
 
 
 class AllowanceExceeded(WalletError):
     code = "allowance_exceeded"
-    message = "This app has reached its monthly spending allowance for this user."
+    message: Any = _("This app has reached its monthly spending allowance for this user.")
 
 
 class IdempotencyConflict(WalletError):
     code = "idempotency_conflict"
-    message = "This idempotency key was already used with a different request."
+    message: Any = _("This idempotency key was already used with a different request.")
 
 
 class NotFound(WalletError):
     code = "not_found"
-    message = "Not found."
+    message: Any = _("Not found.")
 
 
 class HoldNotOpen(WalletError):
     code = "hold_not_open"
-    message = "The hold is no longer open."
+    message: Any = _("The hold is no longer open.")
 
 
 class UnknownModel(WalletError):
     code = "unknown_model"
-    message = "The model is not in the price catalog or has no price in force."
+    message: Any = _("The model is not in the price catalog or has no price in force.")
 
 
 class RefundTooLarge(WalletError):
     code = "refund_too_large"
-    message = "The refund exceeds what is left of the charge."
+    message: Any = _("The refund exceeds what is left of the charge.")
 
 
 class CodeNotRedeemable(WalletError):
     code = "code_not_redeemable"
-    message = "This code is not valid or was already used."
+    message: Any = _("This code is not valid or was already used.")
 
 
 class TooManyAttempts(WalletError):
     code = "too_many_attempts"
-    message = "Too many attempts. Try again later."
+    message: Any = _("Too many attempts. Try again later.")
 
 
 class PaymentRejected(WalletError):
     code = "payment_rejected"
-    message = "The payment notification was rejected."
+    message: Any = _("The payment notification was rejected.")

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from wallet.exceptions import PaymentRejected
 
@@ -62,12 +63,12 @@ class HmacJsonProvider(PaymentProvider):
         try:
             timestamp = int(timestamp_raw)
         except ValueError:
-            raise PaymentRejected("Missing or malformed timestamp.") from None
+            raise PaymentRejected(_("Missing or malformed timestamp.")) from None
         tolerance = settings.WALLET_WEBHOOK_TOLERANCE.total_seconds()
         if abs(time.time() - timestamp) > tolerance:
-            raise PaymentRejected("The notification is outside the replay window.")
+            raise PaymentRejected(_("The notification is outside the replay window."))
         if not hmac.compare_digest(self.sign(timestamp=timestamp, body=body), signature):
-            raise PaymentRejected("Bad signature.")
+            raise PaymentRejected(_("Bad signature."))
         try:
             data = json.loads(body)
             notification = PaymentNotification(
@@ -78,9 +79,9 @@ class HmacJsonProvider(PaymentProvider):
                 payload=data,
             )
         except (ValueError, KeyError, TypeError):
-            raise PaymentRejected("Malformed notification body.") from None
+            raise PaymentRejected(_("Malformed notification body.")) from None
         if not 1 <= len(notification.transaction_id) <= 150:
-            raise PaymentRejected("Malformed transaction id.")
+            raise PaymentRejected(_("Malformed transaction id."))
         return notification
 
 

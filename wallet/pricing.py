@@ -15,6 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from wallet.exceptions import InvalidRequest, UnknownModel
 from wallet.models import Price, PriceModel
@@ -41,7 +42,9 @@ def usage_validate(*, input_tokens: int, cached_input_tokens: int, output_tokens
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= cap:
             raise InvalidRequest(
-                f"{name} must be an integer between 0 and {cap}.", details={"field": name}
+                _("%(field)s must be an integer between 0 and %(cap)s.")
+                % {"field": name, "cap": cap},
+                details={"field": name},
             )
     return Usage(input_tokens, cached_input_tokens, output_tokens)
 

@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
@@ -71,7 +72,8 @@ def amount_validate(amount: Any, *, field: str = "amount", allow_zero: bool = Fa
         or not low <= amount <= settings.WALLET_MAX_AMOUNT
     ):
         raise InvalidRequest(
-            f"{field} must be an integer between {low} and {settings.WALLET_MAX_AMOUNT}.",
+            _("%(field)s must be an integer between %(low)s and %(high)s.")
+            % {"field": field, "low": low, "high": settings.WALLET_MAX_AMOUNT},
             details={"field": field},
         )
     return amount
@@ -80,7 +82,7 @@ def amount_validate(amount: Any, *, field: str = "amount", allow_zero: bool = Fa
 def idempotency_key_validate(key: Any) -> str:
     if not isinstance(key, str) or not 1 <= len(key) <= 255 or not key.isprintable():
         raise InvalidRequest(
-            "The idempotency key must be 1 to 255 printable characters.",
+            _("The idempotency key must be 1 to 255 printable characters."),
             details={"field": "idempotency_key"},
         )
     return key
@@ -177,7 +179,7 @@ def _buckets_take(*, wallet: LedgerAccount, amount: int, now: datetime) -> list[
         left -= take
     if left:
         # The balance equals the sum of the buckets; reaching this means that invariant broke.
-        raise InsufficientBalance("The wallet's buckets do not cover its balance.")
+        raise InsufficientBalance(_("The wallet's buckets do not cover its balance."))
     return taken
 
 
@@ -271,7 +273,7 @@ def _allowance_check(*, user: User, app: Application, amount: int, now: datetime
 def allowance_set(*, user: User, app: Application, monthly_limit: int) -> SpendingAllowance:
     """Set the monthly allowance of ``app`` on ``user``'s wallet (the consent page calls it)."""
     amount_validate(monthly_limit, field="monthly_limit", allow_zero=True)
-    allowance, _ = SpendingAllowance.objects.update_or_create(
+    allowance, _created = SpendingAllowance.objects.update_or_create(
         user=user,
         app=app,
         defaults={"monthly_limit": monthly_limit, "updated_at": timezone.now()},
@@ -341,7 +343,7 @@ def _hold_lock(
     try:
         user = Hold.objects.select_related("user").get(**filters).user
     except (Hold.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such hold.") from None
+        raise NotFound(_("No such hold.")) from None
     wallet, holds = user_accounts_lock(user=user)
     hold = Hold.objects.select_for_update().get(pk=hold_id)
     return hold, wallet, holds
@@ -401,7 +403,7 @@ def _split_legs(
     *, app: Application, price: Price, amount: int, usage: Usage, at: datetime
 ) -> splits.Split:
     legs = splits.capture_split(app=app, price=price, amount=amount, usage=usage, at=at)
-    if any(share <= 0 for _, share in legs) or sum(share for _, share in legs) != amount:
+    if any(share <= 0 for _account, share in legs) or sum(s for _a, s in legs) != amount:
         raise ValueError("capture_split must return positive shares summing to the amount")
     return legs
 
@@ -439,7 +441,7 @@ def wallet_hold_capture(
     if hold.status != Hold.Status.OPEN:
         raise HoldNotOpen(details={"status": hold.status})
     if hold.expires_at <= now:
-        raise HoldNotOpen("The hold has expired.", details={"status": Hold.Status.EXPIRED})
+        raise HoldNotOpen(_("The hold has expired."), details={"status": Hold.Status.EXPIRED})
     price = price_in_force(model_name=model, at=now)
     cost = cost_compute(price=price, usage=usage)
     amount = min(cost, hold.amount)
@@ -612,7 +614,7 @@ def wallet_refund(
     try:
         user = Charge.objects.select_related("user").get(pk=charge_id, app=app).user
     except (Charge.DoesNotExist, ValueError, TypeError):
-        raise NotFound("No such charge.") from None
+        raise NotFound(_("No such charge.")) from None
     wallet, _holds = user_accounts_lock(user=user)
     charge = Charge.objects.select_for_update().get(pk=charge_id)
     left = charge.amount - charge.refunded_amount
@@ -624,7 +626,7 @@ def wallet_refund(
     for pk, share in charge.split:
         part = share * after // charge.amount - share * before // charge.amount
         reversal.append((accounts[pk], -part))
-    rounding = amount + sum(part for _, part in reversal)
+    rounding = amount + sum(part for _account, part in reversal)
     if rounding:
         reversal.append((system_account(Kind.PLATFORM_REVENUE), -rounding))
     ledger_tx = ledger_post(
@@ -694,13 +696,13 @@ def wallet_staff_credit(
     amount_validate(amount)
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidRequest("A reason is required.", details={"field": "reason"})
+        raise InvalidRequest(_("A reason is required."), details={"field": "reason"})
     source_kinds: dict[str, str] = {
         Bucket.Source.COMPENSATION: Kind.STAFF_COMPENSATION,
         Bucket.Source.PROMOTION: Kind.PROMOTIONS,
     }
     if source not in source_kinds:
-        raise InvalidRequest("Unknown credit source.", details={"field": "source"})
+        raise InvalidRequest(_("Unknown credit source."), details={"field": "source"})
     record, replay = _idempotency_claim(
         app=None,
         key=f"staff-credit:{idempotency_key}",
@@ -761,7 +763,8 @@ def redemption_batch_create(
     amount_validate(amount)
     if not 1 <= count <= settings.WALLET_REDEMPTION_BATCH_MAX:
         raise InvalidRequest(
-            f"count must be between 1 and {settings.WALLET_REDEMPTION_BATCH_MAX}.",
+            _("count must be between 1 and %(max)s.")
+            % {"max": settings.WALLET_REDEMPTION_BATCH_MAX},
             details={"field": "count"},
         )
     batch = RedemptionBatch.objects.create(
@@ -773,8 +776,8 @@ def redemption_batch_create(
         created_by=created_by,
     )
     codes = []
-    for _ in range(count):
-        raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(16))
+    for _index in range(count):
+        raw = "".join(secrets.choice(CODE_ALPHABET) for _char in range(16))
         codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
     RedemptionCode.objects.bulk_create(
         [RedemptionCode(batch=batch, code_hash=code_hash(code), hint=code[-4:]) for code in codes]

@@ -50,7 +50,7 @@ def payment_webhook(request: HttpRequest, provider: str) -> JsonResponse:
     repeat, so that the provider stops retrying), 400 for a bad signature or body."""
     payment_provider = payment_provider_get(provider)
     if payment_provider is None:
-        return _error(404, "unknown_provider", "No such payment provider.")
+        return _error(404, "unknown_provider", _("No such payment provider."))
     try:
         notification = payment_provider.parse_webhook(headers=request.headers, body=request.body)
     except PaymentRejected as error:
@@ -59,7 +59,7 @@ def payment_webhook(request: HttpRequest, provider: str) -> JsonResponse:
         return JsonResponse({"credited": False, "status": "ignored"})
     user = User.objects.filter(public_id=notification.user_public_id, is_active=True).first()
     if user is None:
-        return _error(422, "unknown_user", "No such user.")
+        return _error(422, "unknown_user", _("No such user."))
     try:
         topup, created = services.wallet_topup_credit(
             provider=provider,

@@ -8,6 +8,7 @@ with a different body answers 409. Errors use {"error": {"code", "message", "det
 
 from typing import Any
 
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import status
@@ -80,7 +81,7 @@ class UserTokenRequired(BasePermission):
         if request.auth is not None and not isinstance(request.user, User):
             raise ApiError(
                 code="user_token_required",
-                message="This API needs an access token issued to a user.",
+                message=_("This API needs an access token issued to a user."),
                 status_code=status.HTTP_403_FORBIDDEN,
             )
         return isinstance(request.user, User)
@@ -105,12 +106,14 @@ class WalletApiView(APIView):
         if key is None:
             raise ApiError(
                 code="idempotency_key_required",
-                message="The Idempotency-Key header is required.",
+                message=_("The Idempotency-Key header is required."),
             )
         if not 1 <= len(key) <= 255 or not key.isascii() or not key.isprintable():
             raise ApiError(
                 code="invalid_idempotency_key",
-                message="The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
+                message=_(
+                    "The Idempotency-Key header must be 1 to 255 printable ASCII characters."
+                ),
             )
         return key
 
@@ -170,7 +173,7 @@ class HoldDetailView(WalletApiView):
     def get(self, request: Request, hold_id: int) -> Response:
         hold = selectors.hold_get(hold_id=hold_id, app=self.app)
         if hold is None or hold.user_id != self.user.pk:
-            raise wallet_error_to_api(NotFound("No such hold."))
+            raise wallet_error_to_api(NotFound(_("No such hold.")))
         return Response(s.HoldSerializer(hold).data)
 
 
@@ -194,7 +197,7 @@ class HoldCaptureView(WalletApiView):
     def _own_hold(self, hold_id: int) -> None:
         hold = selectors.hold_get(hold_id=hold_id, app=self.app)
         if hold is None or hold.user_id != self.user.pk:
-            raise wallet_error_to_api(NotFound("No such hold."))
+            raise wallet_error_to_api(NotFound(_("No such hold.")))
 
 
 class HoldReleaseView(HoldCaptureView):
@@ -232,7 +235,7 @@ class ChargeDetailView(WalletApiView):
     def get(self, request: Request, charge_id: int) -> Response:
         charge = selectors.charge_get(charge_id=charge_id, app=self.app)
         if charge is None or charge.user_id != self.user.pk:
-            raise wallet_error_to_api(NotFound("No such charge."))
+            raise wallet_error_to_api(NotFound(_("No such charge.")))
         return Response(s.ChargeSerializer(charge).data)
 
 
@@ -249,7 +252,7 @@ class RefundListView(WalletApiView):
         data = self.validated(s.RefundCreateSerializer, request.data)
         charge = selectors.charge_get(charge_id=charge_id, app=self.app)
         if charge is None or charge.user_id != self.user.pk:
-            raise wallet_error_to_api(NotFound("No such charge."))
+            raise wallet_error_to_api(NotFound(_("No such charge.")))
         refund = services.wallet_refund(
             charge_id=charge_id,
             app=self.app,
@@ -288,7 +291,7 @@ class UsageBatchView(WalletApiView):
                     "charge": None,
                     "error": {
                         "code": "invalid_request",
-                        "message": "The record is not valid.",
+                        "message": _("The record is not valid."),
                         "details": record.errors,
                     },
                 }
