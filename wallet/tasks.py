@@ -1,9 +1,13 @@
 """Periodic wallet work (Celery beat). Each task is idempotent and only calls a service."""
 
+import logging
+
 from celery import shared_task
 
 from wallet import services
 from wallet.audit import wallet_audit_run
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="wallet.tasks.holds_expire", acks_late=True)
@@ -24,4 +28,6 @@ def plan_grants() -> int:
 @shared_task(name="wallet.tasks.audit", acks_late=True)
 def audit() -> dict:
     run = wallet_audit_run()
+    if not run.ok:
+        logger.error("wallet audit %s failed: %s", run.pk, run.problems[:10])
     return {"run": run.pk, "ok": run.ok, "problems": len(run.problems)}

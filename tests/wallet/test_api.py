@@ -272,3 +272,13 @@ def test_another_users_token_cannot_see_a_charge(api, user, app):
     assert (
         post(other, f"/api/wallet/charges/{charge_id}/refunds/", {"amount": 1}).status_code == 404
     )
+
+
+def test_hold_metadata_is_kept_small(api, user):
+    fund(user, 100)
+    response = post(api, "/api/wallet/holds/", {"amount": 1, "metadata": {"x": "y" * 5000}})
+    assert response.status_code == 400
+    assert "metadata" in response.json()["error"]["details"]
+    ok = post(api, "/api/wallet/holds/", {"amount": 1, "metadata": {"request": "abc"}}, key="m")
+    assert ok.status_code == 201
+    assert Hold.objects.get(pk=ok.json()["id"]).metadata == {"request": "abc"}

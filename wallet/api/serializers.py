@@ -1,9 +1,13 @@
+import json
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 
 from wallet.models import Charge, Hold, Refund
+
+METADATA_MAX_BYTES = 4096
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -24,6 +28,14 @@ def token_count() -> StrictIntegerField:
 class HoldCreateSerializer(serializers.Serializer):
     amount = StrictIntegerField(min_value=1, max_value=settings.WALLET_MAX_AMOUNT)
     metadata = serializers.DictField(required=False, default=dict)
+
+    def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Stored with the hold and hashed for idempotency: keep it small.
+        if len(json.dumps(value)) > METADATA_MAX_BYTES:
+            raise serializers.ValidationError(
+                _("At most %(max)s bytes of metadata.") % {"max": METADATA_MAX_BYTES}
+            )
+        return value
 
 
 class UsageSerializer(serializers.Serializer):
