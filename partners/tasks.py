@@ -1,12 +1,14 @@
 """Celery tasks of the partners app. Thin: JSON arguments, retries and time limits here, the
 work in partners services."""
 
+from datetime import timedelta
+
 from celery import Task, shared_task
 
 from partners.oauth.backchannel import (
     AttemptOutcome,
     backchannel_logout_attempt,
-    max_attempts,
+    backchannel_logout_requeue_stale,
     retry_delay_seconds,
 )
 
@@ -14,7 +16,8 @@ from partners.oauth.backchannel import (
 @shared_task(
     bind=True,
     name="partners.backchannel_logout_deliver",
-    # The attempt count is ours (BACKCHANNEL_LOGOUT_MAX_ATTEMPTS), not Celery's.
+    # The attempt count lives on the delivery row (BACKCHANNEL_LOGOUT_MAX_ATTEMPTS), so that a
+    # requeued task carries on where the lost one stopped; Celery does not count for us.
     max_retries=None,
     # One POST with a 5 s connect and a 5 s read timeout, and two short transactions.
     soft_time_limit=30,
@@ -25,9 +28,18 @@ from partners.oauth.backchannel import (
 def backchannel_logout_deliver(self: Task, delivery_id: int) -> str:
     """Deliver one back-channel logout token; retry later with exponential backoff while the
     app answers with a temporary error."""
-    retries_done = self.request.retries or 0
-    final = retries_done + 1 >= max_attempts()
-    outcome = backchannel_logout_attempt(delivery_id=delivery_id, final=final)
+    outcome, attempts = backchannel_logout_attempt(delivery_id=delivery_id)
     if outcome == AttemptOutcome.RETRY:
-        raise self.retry(countdown=retry_delay_seconds(retries_done=retries_done))
+        raise self.retry(countdown=retry_delay_seconds(retries_done=attempts - 1))
     return outcome.value
+
+
+@shared_task(
+    name="partners.backchannel_logout_requeue_stale",
+    soft_time_limit=60,
+    time_limit=90,
+    ignore_result=True,
+)
+def backchannel_logout_requeue_stale_task(minutes: int = 30) -> int:
+    """Beat: queue again back-channel logouts whose task was lost."""
+    return backchannel_logout_requeue_stale(older_than=timedelta(minutes=minutes))

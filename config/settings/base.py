@@ -339,3 +339,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **globals().get("CELERY_BROKER_TRANSPORT_OPTIONS", {}),
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600),
 }
+
+# OpenID Connect back-channel logout (partners/oauth/backchannel.py, docs/partners-oauth.md).
+# Logout URIs must be https unless this is set; private addresses follow the webhook rule.
+BACKCHANNEL_LOGOUT_ALLOW_HTTP = env.bool("BACKCHANNEL_LOGOUT_ALLOW_HTTP", default=False)
+CELERY_BEAT_SCHEDULE["partners-backchannel-logout-requeue"] = {
+    "task": "partners.backchannel_logout_requeue_stale",
+    "schedule": 600.0,
+}

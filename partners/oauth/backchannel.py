@@ -24,6 +24,8 @@ answer (the app rejected the token) fails the delivery at once.
 Settings (all optional): BACKCHANNEL_LOGOUT_TOKEN_SECONDS (120), BACKCHANNEL_LOGOUT_TIMEOUT_SECONDS
 (5), BACKCHANNEL_LOGOUT_MAX_ATTEMPTS (6), BACKCHANNEL_LOGOUT_RETRY_BASE_SECONDS (10),
 BACKCHANNEL_LOGOUT_ALLOW_HTTP (False: only https URIs are called, except loopback when DEBUG).
+Pending deliveries whose task was lost are queued again by the beat task
+partners.backchannel_logout_requeue_stale.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.http import HttpRequest
@@ -57,6 +60,7 @@ from accounts.models import User
 from partners.models import Consent
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery
 from partners.oauth import keys
+from partners.webhooks.targets import webhook_url_validate
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +103,25 @@ def issuer() -> str:
     return settings.OAUTH2_PROVIDER.get("OIDC_ISS_ENDPOINT") or settings.SITE_URL
 
 
-def logout_uri_allowed(uri: str) -> bool:
-    """Only https, unless BACKCHANNEL_LOGOUT_ALLOW_HTTP (or DEBUG, for loopback) allows http.
-    The specification allows http for confidential clients; we do not by default, since the
-    token proves a sign-out to whoever reads it."""
+def logout_uri_refusal(uri: str) -> str:
+    """Why we will not call this URI, or "" if we will. https only, unless
+    BACKCHANNEL_LOGOUT_ALLOW_HTTP (or DEBUG, for loopback) allows http: the specification allows
+    http for confidential clients, but the token proves a sign-out to whoever reads it. The URI
+    is chosen by a partner, so the webhook rules against request forgery apply too (never this
+    server, never a private or local address unless WEBHOOKS_ALLOW_PRIVATE_TARGETS); names are
+    resolved again before every attempt."""
     parts = urlsplit(uri)
-    if parts.scheme == "https":
-        return True
-    if parts.scheme != "http":
-        return False
-    if _setting("BACKCHANNEL_LOGOUT_ALLOW_HTTP", False):
-        return True
-    return bool(settings.DEBUG and parts.hostname in {"127.0.0.1", "localhost", "::1"})
+    if parts.scheme != "https":
+        loopback_in_debug = settings.DEBUG and parts.hostname in {"127.0.0.1", "localhost", "::1"}
+        if parts.scheme != "http" or not (
+            _setting("BACKCHANNEL_LOGOUT_ALLOW_HTTP", False) or loopback_in_debug
+        ):
+            return "refused: the URI is not https"
+    try:
+        webhook_url_validate(uri)
+    except ValidationError as exc:
+        return f"refused: {' '.join(exc.messages)}"[:500]
+    return ""
 
 
 def backchannel_logout_apps(*, user: User, session_started_at: datetime | None = None) -> list[Any]:
@@ -172,7 +183,7 @@ def backchannel_logout_start(
     with transaction.atomic():
         deliveries = []
         for app in backchannel_logout_apps(user=user, session_started_at=session_started_at):
-            allowed = logout_uri_allowed(app.backchannel_logout_uri)
+            refusal = logout_uri_refusal(app.backchannel_logout_uri)
             deliveries.append(
                 BackchannelLogoutDelivery.objects.create(
                     application=app,
@@ -181,11 +192,11 @@ def backchannel_logout_start(
                     jti=uuid.uuid4().hex,
                     logout_uri=app.backchannel_logout_uri,
                     status=(
-                        BackchannelLogoutDelivery.Status.PENDING
-                        if allowed
-                        else BackchannelLogoutDelivery.Status.FAILED
+                        BackchannelLogoutDelivery.Status.FAILED
+                        if refusal
+                        else BackchannelLogoutDelivery.Status.PENDING
                     ),
-                    last_error="" if allowed else "refused: the URI is not https",
+                    last_error=refusal,
                 )
             )
         for delivery in deliveries:
@@ -237,10 +248,11 @@ def _post(uri: str, token: str) -> tuple[int | None, str]:
     return response.status_code, error
 
 
-def backchannel_logout_attempt(*, delivery_id: int, final: bool) -> AttemptOutcome:
-    """Try once to deliver. Records the attempt and the delivery's new state in one
-    transaction after the POST (no lock is held across the network call). `final` says this
-    is the last try the caller will make: a retryable failure then fails the delivery.
+def backchannel_logout_attempt(*, delivery_id: int) -> tuple[AttemptOutcome, int]:
+    """Try once to deliver; returns the outcome and the attempts made so far. Records the
+    attempt and the delivery's new state in one transaction after the POST (no lock is held
+    across the network call). After BACKCHANNEL_LOGOUT_MAX_ATTEMPTS attempts a retryable
+    failure fails the delivery.
 
     Two concurrent attempts (a task delivered twice) may both POST; the app sees the same jti
     twice, which the specification lets it ignore."""
@@ -250,19 +262,24 @@ def backchannel_logout_attempt(*, delivery_id: int, final: bool) -> AttemptOutco
         .first()
     )
     if delivery is None or delivery.status != BackchannelLogoutDelivery.Status.PENDING:
-        return AttemptOutcome.DONE
-    token = logout_token_build(delivery=delivery, client_id=delivery.application.client_id)
+        return AttemptOutcome.DONE, delivery.attempts if delivery else 0
+    final = delivery.attempts + 1 >= max_attempts()
     started = timezone.now()
     clock = time.monotonic()
-    status_code, error = _post(delivery.logout_uri, token)
+    refusal = logout_uri_refusal(delivery.logout_uri)
+    if refusal:
+        status_code, error = None, refusal
+    else:
+        token = logout_token_build(delivery=delivery, client_id=delivery.application.client_id)
+        status_code, error = _post(delivery.logout_uri, token)
     duration_ms = int((time.monotonic() - clock) * 1000)
     succeeded = status_code in (200, 204)
     if succeeded:
         outcome = AttemptOutcome.DELIVERED
-    elif (status_code is None or status_code in RETRYABLE_STATUS) and not final:
-        outcome = AttemptOutcome.RETRY
-    else:
+    elif refusal or final or (status_code is not None and status_code not in RETRYABLE_STATUS):
         outcome = AttemptOutcome.FAILED
+    else:
+        outcome = AttemptOutcome.RETRY
 
     with transaction.atomic():
         locked = BackchannelLogoutDelivery.objects.select_for_update().get(pk=delivery_id)
@@ -301,7 +318,28 @@ def backchannel_logout_attempt(*, delivery_id: int, final: bool) -> AttemptOutco
             status_code,
             error[:200],
         )
-    return outcome
+    return outcome, number
+
+
+def backchannel_logout_requeue_stale(*, older_than: timedelta, limit: int = 500) -> int:
+    """Queue again the pending deliveries that nothing has touched for `older_than` (their
+    task was lost: the broker was down when the sign-out committed, or a worker died). Longer
+    than the longest backoff, so that a retry still waiting is not doubled. Returns how many."""
+    from partners.tasks import backchannel_logout_deliver
+
+    cutoff = timezone.now() - older_than
+    stale = list(
+        BackchannelLogoutDelivery.objects.filter(
+            status=BackchannelLogoutDelivery.Status.PENDING, updated_at__lt=cutoff
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in stale:
+        # Touch first, so that the next sweep does not queue it again while it waits.
+        BackchannelLogoutDelivery.objects.filter(pk=pk).update(updated_at=timezone.now())
+        backchannel_logout_deliver.delay(pk)
+    return len(stale)
 
 
 def on_user_logged_out(

@@ -416,6 +416,52 @@ def test_plain_http_logout_uris_are_refused_unless_allowed(
 
 
 @pytest.mark.django_db
+def test_private_addresses_are_refused_like_webhook_targets(
+    client, listener, django_capture_on_commit_callbacks, settings
+):
+    # Given the production rule: partner-chosen URLs may not point into our network
+    settings.WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
+    user = UserFactory()
+    app = make_app("Sneaky", listener.url())
+    give_tokens(user, app)
+
+    sign_out(client, user, django_capture_on_commit_callbacks)
+
+    assert listener.received == []
+    delivery = BackchannelLogoutDelivery.objects.get(application=app)
+    assert delivery.status == BackchannelLogoutDelivery.Status.FAILED
+    assert "private" in delivery.last_error
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_task_was_lost_is_queued_again_by_the_beat_task(
+    client, listener, settings
+):
+    from partners.tasks import backchannel_logout_requeue_stale_task
+
+    # Given a sign-out whose tasks never reached the broker (on_commit callbacks not run)
+    user = UserFactory()
+    app = make_app("Lost", listener.url())
+    give_tokens(user, app)
+    client.force_login(user)
+    client.post(reverse("accounts:logout"))
+    delivery = BackchannelLogoutDelivery.objects.get(application=app)
+    assert delivery.status == BackchannelLogoutDelivery.Status.PENDING
+    assert listener.received == []
+
+    # When the beat task runs before the delivery is stale, nothing happens
+    assert backchannel_logout_requeue_stale_task.delay().get() == 0
+    # And once it is stale, it is queued again and delivered
+    BackchannelLogoutDelivery.objects.filter(pk=delivery.pk).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+    assert backchannel_logout_requeue_stale_task.delay().get() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == BackchannelLogoutDelivery.Status.DELIVERED
+    assert len(listener.received) == 1
+
+
+@pytest.mark.django_db
 def test_staff_see_deliveries_and_their_attempts_in_the_admin(
     client, listener, django_capture_on_commit_callbacks
 ):
