@@ -90,6 +90,12 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             ratelimit.client_auth_failure_record(client_id=client_id, ip=ip)
         return authenticated
 
+    def _load_application(self, client_id: str, request: Any) -> Any:
+        # psycopg refuses NUL bytes with a DataError, which DOT does not expect.
+        if not isinstance(client_id, str) or "\x00" in client_id:
+            return None
+        return super()._load_application(client_id, request)
+
     def authenticate_client_id(
         self, client_id: str, request: Any, *args: Any, **kwargs: Any
     ) -> bool:

@@ -77,8 +77,8 @@ PKCE_S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 def oversized_parameter(request: HttpRequest) -> str | None:
-    """The name of the first parameter that is too long (or "parameters" if there are too
-    many), or None."""
+    """The name of the first parameter that is too long or holds a NUL byte (or "parameters"
+    if there are too many), or None."""
     total = 0
     for query in (request.GET, request.POST):
         for name, values in query.lists():
@@ -86,6 +86,9 @@ def oversized_parameter(request: HttpRequest) -> str | None:
             limit = PARAM_LIMITS.get(name, DEFAULT_PARAM_LIMIT)
             if len(name) > 100 or any(len(value) > limit for value in values):
                 return name[:100]
+            # PostgreSQL text cannot hold NUL; no legitimate OAuth parameter contains one.
+            if "\x00" in name or any("\x00" in value for value in values):
+                return name.replace("\x00", "")[:100] or "parameters"
     if total > MAX_PARAMS:
         return "parameters"
     if len(request.META.get("HTTP_AUTHORIZATION", "")) > MAX_AUTHORIZATION_HEADER:
@@ -100,7 +103,7 @@ def oauth_json_error(error: str, description: str, status: int = 400) -> JsonRes
 
 
 def oversized_json_error(name: str) -> JsonResponse:
-    return oauth_json_error("invalid_request", f"The {name} parameter is too long.")
+    return oauth_json_error("invalid_request", f"The {name} parameter is too long or malformed.")
 
 
 def oauth_error_page(
@@ -146,7 +149,8 @@ class AuthorizationView(dot_views.AuthorizationView):
             return oauth_error_page(
                 request,
                 error="invalid_request",
-                description=_("The %(name)s parameter is too long.") % {"name": too_long},
+                description=_("The %(name)s parameter is too long or malformed.")
+                % {"name": too_long},
             )
         return super().dispatch(request, *args, **kwargs)
 
@@ -699,7 +703,8 @@ class RPInitiatedLogoutView(dot_views.RPInitiatedLogoutView):
             return oauth_error_page(
                 request,
                 error="invalid_request",
-                description=_("The %(name)s parameter is too long.") % {"name": too_long},
+                description=_("The %(name)s parameter is too long or malformed.")
+                % {"name": too_long},
             )
         try:
             return super().dispatch(request, *args, **kwargs)
