@@ -243,6 +243,7 @@ OAUTH2_PROVIDER: dict = {
     # Refresh tokens stay opaque (otherwise oauthlib would reuse the JWT generator).
     "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
     "CLIENT_SECRET_HASHER": "tokenpass_hmac_sha256",
+    "APPLICATION_ADMIN_CLASS": "partners.oauth.admin.ApplicationAdmin",
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ACCESS_TOKEN_SECONDS", default=3600),
     "ID_TOKEN_EXPIRE_SECONDS": env.int("OAUTH_ID_TOKEN_SECONDS", default=3600),
