@@ -357,7 +357,7 @@ def start_tokenpass(
     print(f"preparing database {DB_NAME} ...", flush=True)
     recreate_database(DB_NAME)
     quiet = {"cwd": ROOT, "env": env, "check": True, "stdout": subprocess.DEVNULL}
-    subprocess.run([python, "manage.py", "migrate", "--noinput"], **quiet)  # type: ignore[call-overload]
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "--skip-checks"], **quiet)  # type: ignore[call-overload]
     seed_file = workdir / "tokenpass-seed.json"
     script = SEED_SCRIPT.format(
         chains=chains,
