@@ -108,8 +108,11 @@ class Application(AbstractApplication):
         return self.allowed_scopes.split() or list(IDENTITY_SCOPES)
 
     def is_usable(self, request: Any) -> bool:
-        """A suspended partner's apps get no tokens, and their live tokens stop working."""
-        return self.partner is None or self.partner.status != Partner.Status.SUSPENDED
+        """A suspended partner's apps get no tokens, and their live tokens stop working; nor
+        do apps awaiting staff review (partners.selectors.application_is_live)."""
+        from partners.selectors import application_is_live
+
+        return application_is_live(application=self)
 
     @property
     def jwk_key(self) -> jwk.JWK:

@@ -61,11 +61,13 @@ class UsageQuerySerializer(serializers.Serializer):
     group_by = serializers.CharField(
         required=False,
         default="day",
-        help_text="Comma separated: any of day, app, model.",
+        help_text="Comma separated: any of day, app, model; or none for one total row.",
     )
     app = serializers.CharField(required=False, help_text="Only this app (its client_id).")
 
     def validate_group_by(self, value: str) -> list[str]:
+        if value.strip() == "none":
+            return []
         parts = [p.strip() for p in value.split(",") if p.strip()]
         unknown = sorted(set(parts) - set(GROUPINGS))
         if unknown:

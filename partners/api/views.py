@@ -32,7 +32,7 @@ ERROR_RESPONSES = {
 
 
 class CsvRenderer(BaseRenderer):
-    """Lets clients ask for text/csv; error bodies are still our JSON error shape."""
+    """Lets clients ask for text/csv (the view answers the CSV itself)."""
 
     media_type = "text/csv"
     format = "csv"
@@ -110,7 +110,14 @@ class StatementDetailView(SettlementApiView):
 
 
 class StatementCsvView(SettlementApiView):
-    renderer_classes = [CsvRenderer, JSONRenderer]
+    renderer_classes = [JSONRenderer, CsvRenderer]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Errors are JSON in our shape, even for a client that asked for text/csv.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
 
     @extend_schema(
         operation_id="settlement_statements_csv",

@@ -58,8 +58,12 @@ class ApplicationForm(forms.Form):
     allowed_scopes = forms.MultipleChoiceField(
         label=_("Scopes"), choices=scope_choices, widget=forms.CheckboxSelectMultiple
     )
-    homepage_url = forms.URLField(label=_("Homepage"), required=False, max_length=200)
-    privacy_policy_url = forms.URLField(label=_("Privacy policy"), required=False, max_length=200)
+    homepage_url = forms.URLField(
+        label=_("Homepage"), required=False, max_length=200, assume_scheme="https"
+    )
+    privacy_policy_url = forms.URLField(
+        label=_("Privacy policy"), required=False, max_length=200, assume_scheme="https"
+    )
     logo = forms.ImageField(
         label=_("Logo"),
         required=False,
