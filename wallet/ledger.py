@@ -45,13 +45,18 @@ def user_accounts_lock(*, user: User) -> tuple[LedgerAccount, LedgerAccount]:
     Wallets are created lazily, here, on first use, rather than on sign-up: sign-up lives in
     accounts, which must not import the wallet, and a user who never touches the wallet costs
     no rows."""
-    for kind in LedgerAccount.USER_KINDS:
-        LedgerAccount.objects.get_or_create(kind=kind, user=user)
-    accounts = list(
+    locked = (
         LedgerAccount.objects.select_for_update()
         .filter(user=user, kind__in=LedgerAccount.USER_KINDS)
         .order_by("pk")
     )
+    accounts = list(locked)
+    if len(accounts) < len(LedgerAccount.USER_KINDS):
+        # First use: create what is missing (a concurrent first use waits on the unique
+        # constraint and then finds the rows), then lock both.
+        for kind in LedgerAccount.USER_KINDS:
+            LedgerAccount.objects.get_or_create(kind=kind, user=user)
+        accounts = list(locked.all())
     by_kind = {account.kind: account for account in accounts}
     return by_kind[LedgerAccount.Kind.WALLET], by_kind[LedgerAccount.Kind.HOLDS]
 
