@@ -539,3 +539,33 @@ def test_a_real_worker_delivers_with_backoff(client, listener, settings):
     assert (second.started_at - first.started_at).total_seconds() >= 0.15
     _header, claims = decode_logout_token(listener.tokens()[-1], app.client_id, keys.public_jwks())
     assert claims["sub"] == user.public_id
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_person_who_clicks_sign_out_is_signed_out_of_their_apps_too(page, listener):
+    from tests.factories import DEFAULT_PASSWORD
+
+    # Given a person signed in to Tokenpass in a browser, with a live token at a partner app
+    user = UserFactory()
+    app = make_app("Chat", listener.url())
+    give_tokens(user, app)
+    page.goto("/login/")
+    page.get_by_label("Phone number or email").fill(user.phone)
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/account/")
+
+    # When they click "Sign out"
+    page.get_by_role("button", name="Sign out").first.click()
+    page.wait_for_url("**/login/")
+
+    # Then the app's server received a logout token for them
+    for _ in range(100):
+        if listener.received:
+            break
+        page.wait_for_timeout(100)
+    (token,) = listener.tokens()
+    _header, claims = decode_logout_token(token, app.client_id, keys.public_jwks())
+    assert claims["sub"] == user.public_id
+    assert claims["aud"] == app.client_id
