@@ -169,6 +169,14 @@ class AuthorizationView(dot_views.AuthorizationView):
             status=oauthlib_error.status_code or 400,
         )
 
+    def handle_no_permission(self) -> HttpResponse:
+        response = super().handle_no_permission()
+        # DOT answers prompt=none without a session with login_required but no iss (RFC 9207).
+        location = response.get("Location", "") if response.status_code == 302 else ""
+        if "error=" in location and not location.startswith(str(self.get_login_url())):
+            response["Location"] = _add_iss_to_redirect(location, issuer())
+        return response
+
     def _error_redirect(
         self, *, credentials: dict, application: Any, error: str, description: str
     ) -> HttpResponse:

@@ -50,6 +50,7 @@ def test_prompt_none_across_two_apps(live_server, live_app, user, browser_for):
     # a stranger's browser: login_required
     anonymous = redirect_params(browser_for(None).get("/o/authorize/", params=silent_params(app_a)))
     assert anonymous["error"] == "login_required" and anonymous["state"] == "st"
+    assert anonymous["iss"]
     # prompt=none with an exceeded max_age: login_required
     from django.contrib.sessions.backends.db import SessionStore
 
@@ -259,3 +260,57 @@ def test_connected_apps_page_lists_and_revokes(live_server, live_app, user, brow
     assert AuditEvent.objects.filter(action=AuditEvent.Action.APP_REVOKED, user=user).exists()
     # and the app must ask again
     assert f'data-client-id="{app.client_id}"' not in browser.get("/account/apps/").text
+
+
+def test_discovery_document_drives_a_client(live_server, live_app, user, browser_for):
+    config = requests.get(f"{live_server.url}/.well-known/openid-configuration", timeout=10)
+    assert config.status_code == 200
+    doc = config.json()
+    from django.conf import settings
+
+    assert doc["issuer"] == settings.SITE_URL
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["response_types_supported"] == ["code"]
+    assert "implicit" not in doc["grant_types_supported"]
+    assert "password" not in doc["grant_types_supported"]
+    assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert {"none", "login", "consent"} <= set(doc["prompt_values_supported"])
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert {"sub", "email", "phone_number", "zoneinfo"} <= set(doc["claims_supported"])
+    assert {"wallet:charge", "settlement:read"} <= set(doc["scopes_supported"])
+    published = requests.get(doc["jwks_uri"], timeout=10).json()
+    assert published == keys.public_jwks()
+    assert all("d" not in key for key in published["keys"])
+    # the same document under /o/ for clients that append it to the endpoint prefix
+    assert (
+        requests.get(f"{live_server.url}/o/.well-known/openid-configuration", timeout=10).json()[
+            "issuer"
+        ]
+        == doc["issuer"]
+    )
+    # the endpoints it names are the ones that work
+    app, secret = live_app("App A")
+    from authlib.integrations.requests_client import OAuth2Session
+
+    from tests.partners.conftest import consent_form_fields
+
+    client = OAuth2Session(
+        client_id=app.client_id, client_secret=secret, scope="openid", code_challenge_method="S256"
+    )
+    verifier = "q" * 64
+    url, _ = client.create_authorization_url(
+        doc["authorization_endpoint"], code_verifier=verifier, redirect_uri=app.redirect_uris
+    )
+    browser = browser_for(user)
+    response = browser.get(url)
+    fields = consent_form_fields(response.text)
+    fields["allow"] = "Authorize"
+    callback = browser.post("/o/authorize/", fields).headers["Location"]
+    token = client.fetch_token(
+        doc["token_endpoint"],
+        authorization_response=callback,
+        code_verifier=verifier,
+        redirect_uri=app.redirect_uris,
+    )
+    assert client.get(doc["userinfo_endpoint"]).json()["sub"] == user.public_id
+    assert token["token_type"].lower() == "bearer"
