@@ -84,7 +84,7 @@ LEDGER_SQL = """
 SELECT COALESCE(SUM(e.amount), 0)
 FROM wallet_ledgerentry e JOIN wallet_ledgertransaction t ON t.id = e.transaction_id
 WHERE e.account_id = %(account)s AND t.created_at >= %(start)s AND t.created_at < %(end)s
-  AND t.kind NOT IN %(excluded)s
+  AND t.kind <> ALL(%(excluded)s)
 """
 
 
@@ -104,7 +104,7 @@ def period_ledger_total(*, partner_id: int, period: Period) -> int:
         "account": account_id,
         "start": period.starts_at,
         "end": period.ends_at,
-        "excluded": SETTLEMENT_TX_KINDS,
+        "excluded": list(SETTLEMENT_TX_KINDS),
     }
     with connection.cursor() as cursor:
         cursor.execute(LEDGER_SQL, params)
