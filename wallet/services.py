@@ -857,7 +857,8 @@ def _plan_grant(*, subscription: Subscription, now: datetime) -> PlanGrant | Non
     return PlanGrant.objects.create(subscription=subscription, period_start=period, bucket=bucket)
 
 
-@transaction.atomic(durable=True)
+# Not durable: the admin's add view calls it inside its own transaction.
+@transaction.atomic
 def subscription_create(*, user: User, plan: Plan) -> Subscription:
     """Subscribe ``user`` to ``plan`` and grant this month's allotment now."""
     subscription = Subscription.objects.create(user=user, plan=plan)

@@ -124,3 +124,40 @@ def test_generate_batch_downloads_codes_that_redeem(staff_client, user):
     assert len(status_rows) == 5
     assert sum(1 for r in status_rows if r["redeemed_by"] == user.public_id) == 1
     assert not any(row["code"] in export.content.decode() for row in rows)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "wallet",
+        "ledgeraccount",
+        "ledgertransaction",
+        "ledgerentry",
+        "bucket",
+        "hold",
+        "charge",
+        "refund",
+        "pricemodel",
+        "plan",
+        "subscription",
+        "redemptionbatch",
+        "paymenttopup",
+        "walletauditrun",
+        "spendingallowance",
+    ],
+)
+def test_wallet_admin_pages_render(staff_client, user, model):
+    fund(user, 10)
+    assert staff_client.get(reverse(f"admin:wallet_{model}_changelist")).status_code == 200
+
+
+def test_subscription_added_in_admin_grants_the_allotment(staff_client, user):
+    from wallet.models import Plan, PlanGrant
+
+    plan = Plan.objects.create(name="Pro", allotment=700)
+    response = staff_client.post(
+        reverse("admin:wallet_subscription_add"), {"user": user.pk, "plan": plan.pk}
+    )
+    assert response.status_code == 302
+    assert PlanGrant.objects.filter(subscription__user=user).count() == 1
+    assert balance(user) == 700

@@ -282,3 +282,9 @@ def test_hold_metadata_is_kept_small(api, user):
     ok = post(api, "/api/wallet/holds/", {"amount": 1, "metadata": {"request": "abc"}}, key="m")
     assert ok.status_code == 201
     assert Hold.objects.get(pk=ok.json()["id"]).metadata == {"request": "abc"}
+
+
+def test_balance_of_a_user_without_a_wallet_is_zero(api, user):
+    response = api.get("/api/wallet/balance/")
+    assert response.json()["balance"] == 0
+    assert response.json()["held"] == 0
