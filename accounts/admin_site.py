@@ -1,7 +1,8 @@
 """The staff admin, behind two-factor authentication.
 
 Staff sign in through the normal sign-in page (password, then their authenticator app); the
-admin lets in only sessions that django-otp has verified. A staff member without two-factor
+admin never shows a login form of its own and lets in only sessions that django-otp has
+verified. A staff member without two-factor
 is sent to set it up first; one whose session predates it is asked for a code.
 """
 
@@ -53,4 +54,8 @@ class TokenpassAdminSite(OTPAdminSite):
             )
             query = urlencode({REDIRECT_FIELD_NAME: next_url})
             return HttpResponseRedirect(f"{reverse('accounts:mfa_setup')}?{query}")
+        if not (user.is_active and user.is_staff):
+            # One sign-in page for everyone: the admin never shows a login form of its own.
+            messages.error(request, _("Your account does not have access to the admin."))
+            return HttpResponseRedirect(reverse("accounts:profile"))
         return super().login(request, extra_context)

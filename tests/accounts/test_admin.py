@@ -94,10 +94,12 @@ def test_a_verified_session_of_a_non_staff_user_is_refused(client):
     start_primary_login(client, user)
     client.post(reverse("accounts:login_mfa"), {"code": totp_code(device)})
 
-    response = client.get("/admin/accounts/user/")
+    response = client.get("/admin/accounts/user/", follow=True)
 
-    assert response.status_code == 302
+    assert response.redirect_chain[-1][0] == reverse("accounts:profile")
+    assert "does not have access to the admin" in response.content.decode()
     assert client.get("/admin/").status_code == 302
+    assert client.post("/admin/login/", {"username": user.phone}).status_code == 302
 
 
 # Users ------------------------------------------------------------------------------------------
