@@ -111,3 +111,23 @@ def application_client_secret_rotate(*, application: Application) -> str:
         locked.save(update_fields=["client_secret", "hash_client_secret", "updated"])
     application.refresh_from_db(fields=["client_secret", "hash_client_secret", "updated"])
     return secret
+
+
+def authorization_codes_prune(*, older_than_seconds: int) -> int:
+    """Delete code records older than `older_than_seconds` whose token family has no live
+    refresh token left (while one lives, the record still answers its auth_time). Returns
+    how many were deleted."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    live_families = (
+        get_refresh_token_model()
+        .objects.filter(revoked__isnull=True, token_family__isnull=False)
+        .values("token_family")
+    )
+    deleted, _ = (
+        AuthorizationCode.objects.filter(created_at__lt=cutoff)
+        .exclude(token_family__in=live_families)
+        .delete()
+    )
+    return deleted

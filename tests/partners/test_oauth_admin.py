@@ -131,3 +131,42 @@ def test_seed_demo_app_is_a_working_client():
     assert not app.allows_grant_type("implicit")
     assert "openid" in app.scope_list()
     app.full_clean()
+
+
+def test_cleanup_keeps_code_records_that_live_tokens_need(make_app, user):
+    import uuid
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_refresh_token_model
+
+    from partners.models import AuthorizationCode
+
+    app, _ = make_app("App A")
+    old = timezone.now() - timedelta(days=10)
+    live_family, dead_family = uuid.uuid4(), uuid.uuid4()
+    for n, family in enumerate((live_family, dead_family, None)):
+        AuthorizationCode.objects.create(
+            code_checksum=f"{n}" * 64,
+            application=app,
+            user=user,
+            auth_time=0,
+            created_at=old,
+            token_family=family,
+        )
+    access = get_access_token_model().objects.create(
+        user=user, application=app, token_checksum="a" * 64, expires="2999-01-01T00:00:00Z"
+    )
+    get_refresh_token_model().objects.create(
+        user=user,
+        application=app,
+        token_checksum="r" * 64,
+        token_family=live_family,
+        access_token=access,
+    )
+    AuthorizationCode.objects.create(
+        code_checksum="9" * 64, application=app, user=user, auth_time=0
+    )
+    call_command("oauth_cleanup")
+    kept = set(AuthorizationCode.objects.values_list("code_checksum", flat=True))
+    assert kept == {"0" * 64, "9" * 64}
