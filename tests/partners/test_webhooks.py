@@ -388,3 +388,37 @@ def test_attempt_rows_are_insert_only(partner, listener):
         WebhookAttempt.objects.update(status_code=204)
     with pytest.raises(DatabaseError), transaction.atomic():
         WebhookEvent.objects.update(body="{}")
+
+
+def load_docs_sample() -> dict:
+    """Execute the verification sample of docs/webhooks.md as written."""
+    import re
+    from pathlib import Path
+
+    guide = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+    match = re.search(
+        r"<!-- sample: verify_webhook -->\s*```python\n(.*?)```", guide.read_text(), re.S
+    )
+    assert match, "the verification sample is missing from docs/webhooks.md"
+    namespace: dict = {"__name__": "partner_sample"}
+    exec(compile(match.group(1), str(guide), "exec"), namespace)
+    return namespace
+
+
+def test_the_documented_sample_verifies_a_real_delivery(partner, listener):
+    verify_webhook = load_docs_sample()["verify_webhook"]
+    _endpoint, secret = webhook_endpoint_create(
+        partner=partner, url=listener.url, event_types=["app.approved"]
+    )
+    with transaction.atomic():
+        event = webhook_event_enqueue(partner=partner, event_type="app.approved", payload={})
+    webhook_delivery_attempt(delivery_id=WebhookDelivery.objects.get(event=event).pk)
+    [request] = listener.requests
+    header, body = request["headers"]["Tokenpass-Signature"], request["body"]
+    timestamp = int(header.split(",")[0].removeprefix("t="))
+
+    assert verify_webhook(secret, header, body)
+    assert not verify_webhook(secret, header, body + b"\n")
+    assert not verify_webhook("whsec_wrong", header, body)
+    assert not verify_webhook(secret, header, body, now=timestamp + 301)
+    assert verify_webhook(secret, header, body, now=timestamp + 299)
