@@ -16,6 +16,19 @@ from wallet.payments import payment_provider_get
 
 
 @login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    """The user's balance, what is held, the buckets in the order they will be spent, and
+    the latest charges."""
+    assert isinstance(request.user, User)
+    context = {
+        "summary": selectors.wallet_summary(user=request.user),
+        "buckets": selectors.bucket_list(user=request.user)[:50],
+        "charges": selectors.charge_list(user=request.user)[:20],
+    }
+    return render(request, "wallet/overview.html", context)
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def redeem(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)

@@ -34,7 +34,10 @@ def test_redeem_a_code_in_the_browser(page, live_server):
         created_by=UserFactory(is_staff=True),
     )
     sign_in(page, live_server, user)
-    page.goto("/wallet/redeem/")
+    page.goto("/wallet/")
+    assert page.get_by_test_id("balance").inner_text() == "0"
+    page.get_by_role("link", name="Redeem a code").click()
+    page.wait_for_url("**/wallet/redeem/")
     assert page.get_by_test_id("balance").inner_text() == "0"
     page.get_by_label("Code").fill(codes[0].lower())
     page.get_by_role("button", name="Redeem").click()
@@ -45,3 +48,7 @@ def test_redeem_a_code_in_the_browser(page, live_server):
     page.get_by_role("button", name="Redeem").click()
     page.get_by_text("This code is not valid or was already used.").wait_for()
     assert balance(user) == 750
+    page.get_by_role("link", name="Back to your wallet").click()
+    page.wait_for_url("**/wallet/")
+    assert page.get_by_test_id("balance").inner_text() == "750"
+    assert page.get_by_text("promotion").is_visible()

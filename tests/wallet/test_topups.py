@@ -8,7 +8,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from tests.factories import UserFactory
-from tests.wallet.conftest import balance
+from tests.wallet.conftest import balance, fund
 from wallet import services
 from wallet.exceptions import CodeNotRedeemable, TooManyAttempts
 from wallet.models import Bucket, PaymentTopUp, Plan, PlanGrant, RedemptionCode
@@ -182,3 +182,17 @@ def test_provider_without_secret_is_disabled(client, settings, user):
     }
     response = client.post("/wallet/webhooks/test/", data=b"{}", content_type="application/json")
     assert response.status_code == 404
+
+
+def test_wallet_overview_page(client, user, app, price):
+    from tests.wallet.test_holds_and_charges import charge
+
+    assert client.get(reverse("wallet:overview")).status_code == 302
+    fund(user, 100, expires_at=timezone.now() + timedelta(days=3))
+    fund(user, 50)
+    charge(user, app, i=30)
+    client.force_login(user)
+    page = client.get(reverse("wallet:overview")).content.decode()
+    assert 'data-testid="balance">120<' in page
+    assert "gpt-test" in page
+    assert page.index("promotion") < page.index("purchase")
