@@ -186,6 +186,9 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 ).update(status=device_model.EXPIRED)
                 if not claimed:
                     raise errors.InvalidGrantError(request=request)
+            if token.get("refresh_token") and not request.client.allows_grant_type("refresh_token"):
+                # oauthlib always mints one; an app without the refresh grant gets none.
+                token.pop("refresh_token")
             self._save_bearer_token(token, request, *args, **kwargs)
             if record is not None:
                 record.access_token_checksum = token_checksum(token["access_token"])
@@ -202,6 +205,16 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 record.save(update_fields=["access_token_checksum", "token_family"])
             if request.user is not None and request.client is not None:
                 consent_touch(user=request.user, application=request.client)
+
+    def validate_grant_type(
+        self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> bool:
+        # DOT lets any code or device app refresh; with us refresh is a grant of its own.
+        if grant_type == "refresh_token":
+            return bool(request.client.allows_grant_type("refresh_token"))
+        return bool(
+            super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
+        )
 
     def validate_jwt_bearer_token(self, token: str, scopes: Any, request: Any) -> bool:
         # oauthlib's OpenID server routes any bearer value that looks like a JWT here, meant

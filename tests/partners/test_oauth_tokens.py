@@ -267,3 +267,21 @@ def test_refresh_tokens_are_stored_hashed(live_server, live_app, user, browser_f
     assert stored.token == "" and token["refresh_token"] not in stored.token_checksum
     access = get_access_token_model().objects.get(application=app)
     assert access.token == ""
+
+
+def test_an_app_without_the_refresh_grant_gets_no_refresh_token(
+    live_server, live_app, user, browser_for
+):
+    app, secret = live_app("Code only", allowed_grant_types="authorization-code")
+    _, token, _ = run_code_flow(live_server, browser_for(user), app, secret, scope="openid")
+    assert "refresh_token" not in token
+    assert not get_refresh_token_model().objects.filter(application=app).exists()
+    # and the refresh grant itself is refused
+    response = requests.post(
+        token_url(live_server),
+        data={"grant_type": "refresh_token", "refresh_token": "anything"},
+        auth=(app.client_id, secret),
+        timeout=10,
+    )
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in ("unauthorized_client", "invalid_grant")
