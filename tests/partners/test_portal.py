@@ -675,3 +675,48 @@ def test_webhook_endpoint_through_the_portal(as_role, partner_a, settings):
 
     client.post(portal("webhook_delete", partner_a, endpoint.pk))
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_delivery_log_shows_each_attempt(as_role, partner_a):
+    from django.db import transaction
+
+    from partners.webhooks.services import webhook_delivery_attempt, webhook_event_enqueue
+    from tests.partners.test_webhooks import Listener
+
+    client = as_role("developer")
+    with Listener(statuses=[503]) as listener:
+        endpoint = WebhookEndpoint.objects.create(
+            partner=partner_a, url=listener.url, event_types="app.approved", secret_salt="s"
+        )
+        with transaction.atomic():
+            event = webhook_event_enqueue(partner=partner_a, event_type="app.approved", payload={})
+        delivery = WebhookDelivery.objects.get(event=event)
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+        webhook_delivery_attempt(delivery_id=delivery.pk)
+
+    page = client.get(portal("webhook_detail", partner_a, endpoint.pk)).content.decode()
+
+    assert event.public_id in page
+    assert "HTTP 503" in page
+    assert "HTTP 200" in page
+    assert "Delivered" in page or "delivered" in page
+
+
+def test_pages_render_in_chinese(as_role, partner_a):
+    client = as_role("owner")
+    make_statement(partner_a)
+    app = make_app(partner_a, name="Alpha server")
+    for url in [
+        reverse("partners_portal:list"),
+        portal("overview", partner_a),
+        portal("apps", partner_a),
+        portal("app_create", partner_a),
+        portal("app_detail", partner_a, app.pk),
+        portal("usage", partner_a),
+        portal("statements", partner_a),
+        portal("webhooks", partner_a),
+        portal("settings", partner_a),
+    ]:
+        response = client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans")
+        assert response.status_code == 200, url
+        assert '<html lang="zh-hans">' in response.content.decode()

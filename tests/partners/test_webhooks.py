@@ -422,3 +422,27 @@ def test_the_documented_sample_verifies_a_real_delivery(partner, listener):
     assert not verify_webhook("whsec_wrong", header, body)
     assert not verify_webhook(secret, header, body, now=timestamp + 301)
     assert verify_webhook(secret, header, body, now=timestamp + 299)
+
+
+def test_overdue_deliveries_are_queued_again(partner, listener, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from partners.webhooks.tasks import webhooks_requeue_overdue
+
+    webhook_endpoint_create(partner=partner, url=listener.url, event_types=["app.approved"])
+    with transaction.atomic():
+        event = webhook_event_enqueue(partner=partner, event_type="app.approved", payload={})
+    delivery = WebhookDelivery.objects.get(event=event)
+    # The task was lost (a broker restart); its next attempt is long overdue.
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - timedelta(hours=1)
+    )
+
+    # Eager in the tests: requeued means delivered here.
+    assert webhooks_requeue_overdue() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == WebhookDelivery.Status.DELIVERED
+    assert len(listener.requests) == 1
+    assert webhooks_requeue_overdue() == 0
