@@ -122,6 +122,7 @@ class AgreementAdmin(admin.ModelAdmin):
 
 class StatementLineInline(admin.TabularInline):
     model = StatementLine
+    fk_name = "statement"
     extra = 0
     can_delete = False
     fields = (

@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from partners.settlement import selectors, services, tasks
 from partners.settlement.periods import InvalidPeriod, period_parse
@@ -23,6 +25,8 @@ class Command(BaseCommand):
             period = period_parse(options["period"])
         except InvalidPeriod as exc:
             raise CommandError(str(exc)) from None
+        if timezone.now() < period.ends_at + settings.SETTLEMENT_CLOSE_GRACE:
+            raise CommandError(f"{period.label} has not ended yet (plus the grace).")
         partner_ids = options["partner"] or selectors.settlement_partner_ids()
         for partner_id in partner_ids:
             if options["queue"]:
