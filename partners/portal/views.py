@@ -6,6 +6,7 @@ Roles: owners do everything; developers manage apps and webhooks and see usage; 
 statements, usage and payout details. Developers never see payout details."""
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -301,8 +303,12 @@ def app_secret_rotate(request: HttpRequest, membership: PartnerMember, app_id: A
 
 @member_required()
 def usage(request: HttpRequest, membership: PartnerMember) -> HttpResponse:
-    # Every field is optional (the last 30 days by day), so the form is always bound.
-    form = forms.UsageFilterForm(request.GET)
+    # Without a range, the last 30 days (the form is always bound, so the page shows them).
+    params = request.GET.copy()
+    today = timezone.now().date()
+    params.setdefault("date_to", today.isoformat())
+    params.setdefault("date_from", (today - timedelta(days=29)).isoformat())
+    form = forms.UsageFilterForm(params)
     rows: list[selectors.UsageRow] = []
     totals = None
     group_by = "day"
