@@ -720,3 +720,12 @@ def test_pages_render_in_chinese(as_role, partner_a):
         response = client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans")
         assert response.status_code == 200, url
         assert '<html lang="zh-hans">' in response.content.decode()
+
+
+def test_members_find_the_portal_in_the_top_bar(client, partner_a):
+    outsider = UserFactory()
+    client.force_login(outsider, backend=BACKEND)
+    assert "Partner portal" not in client.get(reverse("accounts:profile")).content.decode()
+    PartnerMember.objects.create(partner=partner_a, user=outsider, role="finance")
+    page = client.get(reverse("accounts:profile")).content.decode()
+    assert f'href="{reverse("partners_portal:list")}"' in page
