@@ -102,6 +102,9 @@ class PartnerEvent(models.Model):
         WEBHOOK_UPDATED = "webhook_updated", _("webhook endpoint changed")
         WEBHOOK_DELETED = "webhook_deleted", _("webhook endpoint removed")
         WEBHOOK_SECRET_ROTATED = "webhook_secret_rotated", _("webhook secret rotated")
+        MEMBER_ADDED = "member_added", _("member added")
+        MEMBER_CHANGED = "member_changed", _("member role changed")
+        MEMBER_REMOVED = "member_removed", _("member removed")
 
     partner = models.ForeignKey(
         "partners.Partner",
