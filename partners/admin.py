@@ -95,6 +95,25 @@ class PartnerAdmin(admin.ModelAdmin):
     )
     actions = ["approve", "suspend"]
 
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not PartnerMember:
+            super().save_formset(request, form, formset, change)
+            return
+        # Membership changes go through the services, which write the partner log.
+        actor = _staff(request)
+        instances = formset.save(commit=False)
+        for membership in formset.deleted_objects:
+            services.partner_member_remove(membership=membership, actor=actor)
+        for membership in instances:
+            if membership.pk is None:
+                services.partner_member_add(
+                    partner=form.instance, user=membership.user, role=membership.role, actor=actor
+                )
+            else:
+                services.partner_member_role_set(
+                    membership=membership, role=membership.role, actor=actor
+                )
+
     @admin.action(description=_("Approve or reinstate the selected partners"))
     def approve(self, request: HttpRequest, queryset: QuerySet[Partner]) -> None:
         _decide(

@@ -10,7 +10,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from partners.models import Application, ApplicationReview, Partner, PartnerEvent
+from partners.models import (
+    Application,
+    ApplicationReview,
+    Partner,
+    PartnerEvent,
+    PartnerMember,
+)
 from partners.webhooks.models import WebhookEventType
 from partners.webhooks.services import webhook_event_enqueue
 
@@ -203,3 +209,48 @@ def application_suspend(
             payload=application_webhook_payload(application=application, reason=reason),
         )
     return review
+
+
+def partner_member_add(
+    *, partner: Partner, user: User, role: str, actor: User | None
+) -> PartnerMember:
+    """Give a person a role at the partner (one membership per person and partner: the
+    database refuses a second)."""
+    with transaction.atomic():
+        membership = PartnerMember.objects.create(partner=partner, user=user, role=role)
+        partner_event_record(
+            partner=partner,
+            action=PartnerEvent.Action.MEMBER_ADDED,
+            actor=actor,
+            data={"user": user.public_id, "role": role},
+        )
+    return membership
+
+
+def partner_member_role_set(
+    *, membership: PartnerMember, role: str, actor: User | None
+) -> PartnerMember:
+    with transaction.atomic():
+        locked = PartnerMember.objects.select_for_update().get(pk=membership.pk)
+        previous = locked.role
+        if previous != role:
+            locked.role = role
+            locked.save(update_fields=["role"])
+            partner_event_record(
+                partner=locked.partner,
+                action=PartnerEvent.Action.MEMBER_CHANGED,
+                actor=actor,
+                data={"user": locked.user.public_id, "from": previous, "role": role},
+            )
+    return locked
+
+
+def partner_member_remove(*, membership: PartnerMember, actor: User | None) -> None:
+    with transaction.atomic():
+        partner_event_record(
+            partner=membership.partner,
+            action=PartnerEvent.Action.MEMBER_REMOVED,
+            actor=actor,
+            data={"user": membership.user.public_id, "role": membership.role},
+        )
+        PartnerMember.objects.filter(pk=membership.pk).delete()

@@ -729,3 +729,66 @@ def test_members_find_the_portal_in_the_top_bar(client, partner_a):
     PartnerMember.objects.create(partner=partner_a, user=outsider, role="finance")
     page = client.get(reverse("accounts:profile")).content.decode()
     assert f'href="{reverse("partners_portal:list")}"' in page
+
+
+def partner_change_data(partner, members):
+    data = {
+        "name": partner.name,
+        "is_app_developer": "on",
+        "legal_name": "",
+        "registration_id": "",
+        "address": "",
+        "contact_email": "",
+        "payout_bank_name": "",
+        "payout_account_name": "",
+        "payout_account_number": "",
+        "payout_swift_code": "",
+        "payout_currency": partner.payout_currency,
+        "members-TOTAL_FORMS": str(len(members)),
+        "members-INITIAL_FORMS": str(sum(1 for m in members if m.get("id"))),
+        "members-MIN_NUM_FORMS": "0",
+        "members-MAX_NUM_FORMS": "1000",
+    }
+    for i, m in enumerate(members):
+        for key, value in m.items():
+            data[f"members-{i}-{key}"] = value
+        data[f"members-{i}-partner"] = str(partner.pk)
+    return data
+
+
+def test_staff_manage_members_in_the_admin_and_it_is_logged(staff_client, partner_a):
+    person = UserFactory()
+    url = reverse("admin:partners_partner_change", args=[partner_a.pk])
+
+    response = staff_client.post(
+        url, partner_change_data(partner_a, [{"user": str(person.pk), "role": "developer"}])
+    )
+    assert response.status_code == 302, response.context and response.context["errors"]
+    membership = PartnerMember.objects.get(partner=partner_a, user=person)
+    assert membership.role == "developer"
+
+    staff_client.post(
+        url,
+        partner_change_data(
+            partner_a, [{"id": str(membership.pk), "user": str(person.pk), "role": "finance"}]
+        ),
+    )
+    membership.refresh_from_db()
+    assert membership.role == "finance"
+
+    staff_client.post(
+        url,
+        partner_change_data(
+            partner_a,
+            [{"id": str(membership.pk), "user": str(person.pk), "role": "finance", "DELETE": "on"}],
+        ),
+    )
+    assert not PartnerMember.objects.filter(pk=membership.pk).exists()
+    actions = list(
+        PartnerEvent.objects.filter(partner=partner_a).order_by("pk").values_list("action", "actor")
+    )
+    assert actions == [
+        ("member_added", staff_client.staff.pk),
+        ("member_changed", staff_client.staff.pk),
+        ("member_removed", staff_client.staff.pk),
+    ]
