@@ -3,8 +3,10 @@ here start pending staff review (partners.services.application_approve)."""
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils.translation import gettext as _
 from oauth2_provider.generators import generate_client_secret
 
 from accounts.models import User
@@ -23,6 +25,8 @@ PROFILE_FIELDS = (
     "is_model_vendor",
     "is_app_developer",
 )
+# Apps are reviewed by people: a partner that needs more asks staff.
+MAX_APPS_PER_PARTNER = 50
 PAYOUT_FIELDS = (
     "payout_bank_name",
     "payout_account_name",
@@ -73,8 +77,16 @@ def portal_application_create(
 ) -> tuple[Application, str | None]:
     """Save an app built (and cleaned) by portal_application_build, pending review. Returns it
     with its client secret in plain text (None for a public app): the only time anyone sees
-    it."""
+    it. Raises ValidationError when the partner has MAX_APPS_PER_PARTNER apps already."""
     with transaction.atomic():
+        # The partner's row is the lock that keeps concurrent creations under the limit.
+        Partner.objects.select_for_update().get(pk=partner.pk)
+        if Application.objects.filter(partner=partner).count() >= MAX_APPS_PER_PARTNER:
+            raise ValidationError(
+                _("An organization may have at most %(limit)d apps; contact Tokenpass for more."),
+                params={"limit": MAX_APPS_PER_PARTNER},
+                code="too_many_apps",
+            )
         if logo is not None:
             app.logo.save(logo.name or "logo", logo, save=False)
         app.save()

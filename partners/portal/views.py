@@ -203,9 +203,20 @@ def app_create(request: HttpRequest, membership: PartnerMember) -> HttpResponse:
         except ValidationError as error:
             form.apply_model_errors(error)
         else:
-            app, secret = services.portal_application_create(
-                partner=partner, actor=request.user, app=app, logo=form.cleaned_data.get("logo")
-            )
+            try:
+                app, secret = services.portal_application_create(
+                    partner=partner,
+                    actor=request.user,
+                    app=app,
+                    logo=form.cleaned_data.get("logo"),
+                )
+            except ValidationError as error:
+                form.add_error(None, error)
+                return render(
+                    request,
+                    "partners/portal/app_form.html",
+                    _context(membership, "apps", form=form, app=None),
+                )
             if secret:
                 _secret_stash(request, kind="app", pk=app.pk, secret=secret)
             messages.success(

@@ -792,3 +792,16 @@ def test_staff_manage_members_in_the_admin_and_it_is_logged(staff_client, partne
         ("member_changed", staff_client.staff.pk),
         ("member_removed", staff_client.staff.pk),
     ]
+
+
+def test_an_organization_has_at_most_50_apps(as_role, partner_a):
+    for i in range(50):
+        make_app(partner_a, name=f"App {i}")
+    client = as_role("owner")
+
+    response = client.post(portal("app_create", partner_a), app_form())
+
+    assert response.status_code == 200
+    assert "at most 50 apps" in str(response.context["form"].non_field_errors())
+    assert Application.objects.filter(partner=partner_a).count() == 50
+    assert not ApplicationReview.objects.exists()
