@@ -3,8 +3,10 @@ through actions and views that call services (a staff credit, a batch of codes).
 
 import csv
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import QuerySet
@@ -178,10 +180,30 @@ class WalletAuditRunAdmin(ReadOnlyAdmin):
     list_display = ("started_at", "ok")
 
 
+class PriceVersionForm(forms.ModelForm):
+    class Meta:
+        model = Price
+        fields = [
+            "effective_from",
+            "input_per_million",
+            "cached_input_per_million",
+            "output_per_million",
+        ]
+
+    def clean_effective_from(self) -> datetime:
+        # A new version must not rewrite the past: charges already made keep their version,
+        # but reports by date would disagree with them.
+        value = self.cleaned_data["effective_from"]
+        if value < timezone.now() - timedelta(minutes=5):
+            raise forms.ValidationError(_("A new price version cannot start in the past."))
+        return value
+
+
 class PriceInline(admin.TabularInline):
     """Price versions can be added, never changed: a charge refers to the version it used."""
 
     model = Price
+    form = PriceVersionForm
     extra = 0
     fields = (
         "effective_from",
@@ -200,6 +222,8 @@ class PriceInline(admin.TabularInline):
 @admin.register(PriceModel)
 class PriceModelAdmin(admin.ModelAdmin):
     list_display = ("name", "vendor", "context_window", "is_active")
+    fields = ("vendor", "name", "context_window", "is_active", "created_at")
+    readonly_fields = ("created_at",)
     list_filter = ("is_active",)
     search_fields = ("name",)
     inlines = [PriceInline]

@@ -1,31 +1,45 @@
-"""Periodic wallet work (Celery beat). Each task is idempotent and only calls a service."""
+"""Periodic wallet work (Celery beat). Each task is idempotent (it re-reads state under the
+services' locks and does nothing if the work is done) and only calls a service."""
 
 import logging
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from wallet import services
 from wallet.audit import wallet_audit_run
 
 logger = logging.getLogger(__name__)
 
+# A transient database error (a failover, a dropped connection) retries with backoff; the
+# services make a retry safe.
+RETRY = {
+    "acks_late": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "max_retries": 5,
+    "soft_time_limit": 240,
+    "time_limit": 300,
+}
 
-@shared_task(name="wallet.tasks.holds_expire", acks_late=True)
+
+@shared_task(name="wallet.tasks.holds_expire", **RETRY)
 def holds_expire() -> int:
     return services.wallet_holds_expire_due()
 
 
-@shared_task(name="wallet.tasks.buckets_expire", acks_late=True)
+@shared_task(name="wallet.tasks.buckets_expire", **RETRY)
 def buckets_expire() -> int:
     return services.wallet_buckets_expire_due()
 
 
-@shared_task(name="wallet.tasks.plan_grants", acks_late=True)
+@shared_task(name="wallet.tasks.plan_grants", **RETRY)
 def plan_grants() -> int:
     return services.subscriptions_grant_due()
 
 
-@shared_task(name="wallet.tasks.audit", acks_late=True)
+@shared_task(name="wallet.tasks.audit", **RETRY)
 def audit() -> dict:
     run = wallet_audit_run()
     if not run.ok:

@@ -161,3 +161,38 @@ def test_subscription_added_in_admin_grants_the_allotment(staff_client, user):
     assert response.status_code == 302
     assert PlanGrant.objects.filter(subscription__user=user).count() == 1
     assert balance(user) == 700
+
+
+def test_price_versions_are_added_not_rewritten(staff_client):
+    from tests.factories import PartnerFactory
+    from wallet.models import Price, PriceModel
+
+    vendor = PartnerFactory()
+
+    def add(effective_from):
+        return staff_client.post(
+            reverse("admin:wallet_pricemodel_add"),
+            {
+                "vendor": vendor.pk,
+                "name": f"m-{effective_from.timestamp()}",
+                "context_window": 8000,
+                "is_active": "on",
+                "prices-TOTAL_FORMS": "1",
+                "prices-INITIAL_FORMS": "0",
+                "prices-MIN_NUM_FORMS": "0",
+                "prices-MAX_NUM_FORMS": "1000",
+                "prices-0-effective_from_0": effective_from.strftime("%Y-%m-%d"),
+                "prices-0-effective_from_1": effective_from.strftime("%H:%M:%S"),
+                "prices-0-input_per_million": "10",
+                "prices-0-cached_input_per_million": "1",
+                "prices-0-output_per_million": "20",
+            },
+        )
+
+    past = add(timezone.now() - timedelta(days=2))
+    assert past.status_code == 200
+    assert "cannot start in the past" in past.content.decode()
+    future = add(timezone.now() + timedelta(hours=1))
+    assert future.status_code == 302
+    assert PriceModel.objects.count() == 1
+    assert Price.objects.get().input_per_million == 10
