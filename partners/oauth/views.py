@@ -227,38 +227,60 @@ class AuthorizationView(dot_views.AuthorizationView):
                 description="PKCE with code_challenge_method=S256 is required.",
             )
         prompt = set(request.GET.get("prompt", "").split())
-        if "none" not in prompt:
-            if "login" in prompt:
-                return self._fresh_login(drop=("prompt",))
-            max_age = request.GET.get("max_age") or ""
-            if max_age:
-                try:
-                    max_age_seconds = int(max_age)
-                    if max_age_seconds < 0:
-                        raise ValueError
-                except ValueError:
-                    return self._error_redirect(
-                        credentials=credentials,
-                        application=application,
-                        error="invalid_request",
-                        description="max_age must be a non-negative integer.",
-                    )
-                if time.time() - session_auth_time(request) > max_age_seconds:
-                    return self._fresh_login(drop=())
+        if "none" in prompt and len(prompt) > 1:
+            return self._error_redirect(
+                credentials=credentials,
+                application=application,
+                error="invalid_request",
+                description="prompt=none cannot be combined with other values.",
+            )
+        max_age_seconds: int | None = None
+        max_age = request.GET.get("max_age") or ""
+        if max_age:
+            try:
+                max_age_seconds = int(max_age)
+                if max_age_seconds < 0:
+                    raise ValueError
+            except ValueError:
+                return self._error_redirect(
+                    credentials=credentials,
+                    application=application,
+                    error="invalid_request",
+                    description="max_age must be a non-negative integer.",
+                )
+        too_old = (
+            max_age_seconds is not None
+            and time.time() - session_auth_time(request) > max_age_seconds
+        )
+        consented = application.skip_authorization or consent_covers(
+            user=request.user,  # type: ignore[arg-type]
+            application=application,
+            scopes=scopes,
+        )
+        if "none" in prompt:
+            # Checked here as well as in the validator: oauthlib only runs its silent-login
+            # hooks for OpenID requests, and prompt=none must never show a page or skip consent.
+            if too_old:
+                return self._error_redirect(
+                    credentials=credentials,
+                    application=application,
+                    error="login_required",
+                    description="The session is older than max_age.",
+                )
+            if not consented:
+                return self._error_redirect(
+                    credentials=credentials,
+                    application=application,
+                    error="consent_required",
+                    description="The user has not allowed this app these scopes.",
+                )
+        elif "login" in prompt:
+            return self._fresh_login(drop=("prompt",))
+        elif too_old:
+            return self._fresh_login(drop=())
         if "ui_locales" in credentials and isinstance(credentials["ui_locales"], list):
             credentials["ui_locales"] = " ".join(credentials["ui_locales"])
-        # prompt=none reached here only if oauthlib's silent checks passed (validator).
-        if "none" in prompt or (
-            "consent" not in prompt
-            and (
-                application.skip_authorization
-                or consent_covers(
-                    user=request.user,  # type: ignore[arg-type]
-                    application=application,
-                    scopes=scopes,
-                )
-            )
-        ):
+        if "none" in prompt or ("consent" not in prompt and consented):
             return self._issue_code(scopes=scopes, credentials=credentials, application=application)
 
         self.oauth2_data = {

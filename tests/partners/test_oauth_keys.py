@@ -11,7 +11,7 @@ from partners.oauth import keys
 
 @pytest.fixture
 def key_file(settings, tmp_path):
-    settings.OIDC_KEYS_FILE = tmp_path / "oidc-keys.json"
+    settings.OIDC_KEYS_FILE = tmp_path / "fresh" / "oidc-keys.json"
     settings.OIDC_RSA_PRIVATE_KEY = ""
     settings.OIDC_KEYS_GENERATE = True
     keys.key_set_forget()

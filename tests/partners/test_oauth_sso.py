@@ -47,6 +47,16 @@ def test_prompt_none_across_two_apps(live_server, live_app, user, browser_for):
     silent_b = redirect_params(browser.get("/o/authorize/", params=silent_params(app_b)))
     assert silent_b["error"] == "consent_required"
     assert silent_b["iss"]
+    # without the openid scope too (plain OAuth): prompt=none never skips consent
+    plain_b = redirect_params(
+        browser.get("/o/authorize/", params=silent_params(app_b, scope="profile"))
+    )
+    assert plain_b["error"] == "consent_required"
+    # prompt=none mixed with another value is invalid
+    mixed = redirect_params(
+        browser.get("/o/authorize/", params=silent_params(app_a, prompt="none login"))
+    )
+    assert mixed["error"] == "invalid_request"
     # a stranger's browser: login_required
     anonymous = redirect_params(browser_for(None).get("/o/authorize/", params=silent_params(app_a)))
     assert anonymous["error"] == "login_required" and anonymous["state"] == "st"
