@@ -2,6 +2,7 @@
 services' locks and does nothing if the work is done) and only calls a service."""
 
 import logging
+from typing import Any
 
 from celery import shared_task
 from django.db import DatabaseError
@@ -13,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 # A transient database error (a failover, a dropped connection) retries with backoff; the
 # services make a retry safe.
-RETRY = {
+RETRY: dict[str, Any] = {
     "acks_late": True,
     "autoretry_for": (DatabaseError,),
     "retry_backoff": True,
