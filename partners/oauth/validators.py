@@ -265,6 +265,11 @@ class TokenpassOAuth2Validator(OAuth2Validator):
         return list(CLAIMS_SUPPORTED)
 
     def get_userinfo_claims(self, request: Any) -> dict[str, Any]:
+        if request.user is None:
+            # A client credentials token stands for the partner's server, not a person.
+            raise errors.InsufficientScopeError(
+                description="This access token does not represent a person.", request=request
+            )
         return user_claims(user=request.user, scopes=request.scopes or [])
 
     def _auth_time_for(self, request: Any) -> int | None:

@@ -285,3 +285,48 @@ def test_an_app_without_the_refresh_grant_gets_no_refresh_token(
     )
     assert response.status_code in (400, 401)
     assert response.json()["error"] in ("unauthorized_client", "invalid_grant")
+
+
+def test_userinfo_refuses_a_client_credentials_token(live_server, make_app):
+    app, secret = make_app("Server", allowed_scopes="openid settlement:read")
+    token = OAuth2Session(
+        client_id=app.client_id, client_secret=secret, scope="openid"
+    ).fetch_token(token_url(live_server), grant_type="client_credentials")
+    response = requests.get(
+        f"{live_server.url}/o/userinfo/",
+        headers={"Authorization": f"Bearer {token['access_token']}"},
+        timeout=10,
+    )
+    assert response.status_code == 403
+
+
+def test_public_client_code_flow_needs_pkce_but_no_secret(live_server, live_app, user, browser_for):
+    from tests.partners.conftest import pkce_pair, redirect_params
+
+    app, _ = live_app("Mobile app", client_type="public", allowed_grant_types="authorization-code")
+    verifier, challenge = pkce_pair()
+    browser = browser_for(user)
+    response = browser.authorize(
+        {
+            "response_type": "code",
+            "client_id": app.client_id,
+            "redirect_uri": app.redirect_uris,
+            "scope": "openid",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    code = redirect_params(response)["code"]
+    exchanged = requests.post(
+        token_url(live_server),
+        data={
+            "grant_type": "authorization_code",
+            "client_id": app.client_id,
+            "code": code,
+            "redirect_uri": app.redirect_uris,
+            "code_verifier": verifier,
+        },
+        timeout=10,
+    )
+    assert exchanged.status_code == 200, exchanged.text
+    assert exchanged.json()["id_token"]
