@@ -259,3 +259,29 @@ def test_unknown_client_at_device_and_token_endpoints(live_server):
         f"{live_server.url}/o/token/", data={"grant_type": "client_credentials"}, auth=("nope", "x")
     )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_a_code_redeemed_twice_at_once_yields_one_token_set(live_server, signed_in):
+    import threading
+
+    from oauth2_provider.models import get_access_token_model
+
+    app, secret, browser = signed_in
+    code, verifier = code_for(browser, app)
+    results: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def redeem():
+        barrier.wait()
+        results.append(exchange(live_server, app, secret, code, verifier).status_code)
+
+    threads = [threading.Thread(target=redeem) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(200) <= 1
+    assert all(status in (200, 400) for status in results), results
+    # whatever happened, at most one access token exists for that code, and if a replay
+    # was seen, none is left alive
+    assert get_access_token_model().objects.filter(application=app).count() <= 1

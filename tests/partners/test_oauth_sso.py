@@ -324,3 +324,18 @@ def test_discovery_document_drives_a_client(live_server, live_app, user, browser
     )
     assert client.get(doc["userinfo_endpoint"]).json()["sub"] == user.public_id
     assert token["token_type"].lower() == "bearer"
+
+
+def test_logout_without_a_hint_asks_first(live_server, live_app, user, browser_for):
+    app, _ = live_app("App A")
+    browser = browser_for(user)
+    page = browser.get("/o/logout/", params={"client_id": app.client_id})
+    assert page.status_code == 200 and "Sign out of Tokenpass?" in page.text
+    from tests.partners.conftest import consent_form_fields
+
+    fields = consent_form_fields(page.text)
+    fields["allow"] = "Logout"
+    done = browser.post("/o/logout/", fields)
+    assert done.status_code == 302
+    after = redirect_params(browser.get("/o/authorize/", params=silent_params(app)))
+    assert after["error"] == "login_required"
