@@ -1,5 +1,7 @@
 from typing import Any
 
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework.request import Request
 
@@ -11,3 +13,25 @@ class PartnerOAuth2Authentication(OAuth2Authentication):
 
     def authenticate(self, request: Request) -> Any:
         return super().authenticate(getattr(request, "_request", request))
+
+
+class PartnerClientCredentialsScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI description presents the settlement API's authentication."""
+
+    target_class = "partners.api.authentication.PartnerOAuth2Authentication"
+    name = "partnerClientCredentials"
+
+    def get_security_requirement(self, auto_schema: Any) -> dict[str, list[str]]:
+        return {self.name: ["settlement:read"]}
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "oauth2",
+            "description": "A token from the client credentials grant of one of your apps.",
+            "flows": {
+                "clientCredentials": {
+                    "tokenUrl": f"{settings.SITE_URL}/o/token/",
+                    "scopes": {"settlement:read": "Read your settlement statements and usage."},
+                }
+            },
+        }

@@ -102,3 +102,10 @@ class UsageResponseSerializer(serializers.Serializer):
     end = serializers.DateField()
     group_by = serializers.ListField(child=serializers.CharField())
     rows = UsageRowSerializer(many=True)
+
+
+class StatementPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = StatementSerializer(many=True)

@@ -72,7 +72,7 @@ class StatementListView(SettlementApiView):
         operation_id="settlement_statements_list",
         summary="List your statements",
         parameters=[serializers.StatementListQuerySerializer],
-        responses={200: serializers.StatementSerializer(many=True), **ERROR_RESPONSES},
+        responses={200: serializers.StatementPageSerializer, **ERROR_RESPONSES},
     )
     def get(self, request: Request) -> Response:
         query = self.query(serializers.StatementListQuerySerializer)
