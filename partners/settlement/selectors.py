@@ -42,17 +42,18 @@ class PeriodAggregate:
         return self.ledger_total - sum(line.amount for line in self.lines)
 
 
-# The partner's split lines posted in the period, by app, model, agreement version and role.
+# The partners' split lines posted in the period, by app, model, agreement version and role.
+# Set-based over the partners of a run: one pass over the period's rows whatever their number.
 EARNINGS_SQL = """
-SELECT app_id, model_name, agreement_id, agreement_version, role, COUNT(*),
+SELECT partner_id, app_id, model_name, agreement_id, agreement_version, role, COUNT(*),
        SUM(gross), SUM(amount), SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens)
 FROM partners_splitline
-WHERE partner_id = %(partner)s AND posted_at >= %(start)s AND posted_at < %(end)s
-GROUP BY app_id, model_name, agreement_id, agreement_version, role
-ORDER BY app_id, model_name, agreement_id, role
+WHERE posted_at >= %(start)s AND posted_at < %(end)s {partners}
+GROUP BY partner_id, app_id, model_name, agreement_id, agreement_version, role
+ORDER BY partner_id, app_id, model_name, agreement_id, role
 """
 
-# Refunds posted in the period, reversing the partner's legs exactly as wallet_refund does:
+# Refunds posted in the period, reversing the partners' legs exactly as wallet_refund does:
 # per leg, share * after // amount - share * before // amount (numeric: no 64-bit overflow).
 REFUNDS_SQL = """
 WITH touched AS (
@@ -67,64 +68,90 @@ WITH touched AS (
     FROM wallet_refund r JOIN wallet_ledgertransaction t ON t.id = r.transaction_id
     WHERE r.charge_id IN (SELECT charge_id FROM touched)
 )
-SELECT s.app_id, s.model_name, s.agreement_id, s.agreement_version, s.role, COUNT(*),
+SELECT s.partner_id, s.app_id, s.model_name, s.agreement_id, s.agreement_version, s.role,
+       COUNT(*),
        -SUM(div(s.amount::numeric * (f.before + f.amount), c.amount)
             - div(s.amount::numeric * f.before, c.amount))
 FROM refunds f
 JOIN wallet_charge c ON c.id = f.charge_id
 JOIN partners_splitline s ON s.ledger_transaction_id = c.transaction_id AND s.amount > 0
-WHERE s.partner_id = %(partner)s AND f.posted_at >= %(start)s AND f.posted_at < %(end)s
-GROUP BY s.app_id, s.model_name, s.agreement_id, s.agreement_version, s.role
-ORDER BY s.app_id, s.model_name, s.agreement_id, s.role
+WHERE f.posted_at >= %(start)s AND f.posted_at < %(end)s {s_partners}
+GROUP BY s.partner_id, s.app_id, s.model_name, s.agreement_id, s.agreement_version, s.role
+ORDER BY s.partner_id, s.app_id, s.model_name, s.agreement_id, s.role
 """
 
-# Every movement of the partner's payable account posted in the period, except the
+# Every movement of the partners' payable accounts posted in the period, except the
 # settlement workflow's own postings.
 LEDGER_SQL = """
-SELECT COALESCE(SUM(e.amount), 0)
-FROM wallet_ledgerentry e JOIN wallet_ledgertransaction t ON t.id = e.transaction_id
-WHERE e.account_id = %(account)s AND t.created_at >= %(start)s AND t.created_at < %(end)s
+SELECT a.partner_id, COALESCE(SUM(e.amount), 0)
+FROM wallet_ledgerentry e
+JOIN wallet_ledgertransaction t ON t.id = e.transaction_id
+JOIN wallet_ledgeraccount a ON a.id = e.account_id
+WHERE a.kind = 'partner_payable' {a_partners}
+  AND t.created_at >= %(start)s AND t.created_at < %(end)s
   AND t.kind <> ALL(%(excluded)s)
+GROUP BY a.partner_id
 """
 
 
-def _payable_account_id(partner_id: int) -> int | None:
-    return (
-        LedgerAccount.objects.filter(kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner_id=partner_id)
-        .values_list("pk", flat=True)
-        .first()
-    )
-
-
-def period_ledger_total(*, partner_id: int, period: Period) -> int:
-    account_id = _payable_account_id(partner_id)
-    if account_id is None:
-        return 0
-    params: dict[str, Any] = {
-        "account": account_id,
+def _params(*, partner_ids: list[int], period: Period) -> dict[str, Any]:
+    return {
+        "partners": [int(pk) for pk in partner_ids],
         "start": period.starts_at,
         "end": period.ends_at,
         "excluded": list(SETTLEMENT_TX_KINDS),
     }
-    with connection.cursor() as cursor:
-        cursor.execute(LEDGER_SQL, params)
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
-def period_aggregate(*, partner_id: int, period: Period) -> PeriodAggregate:
-    """The statement lines of ``period`` for the partner, and the ledger's total beside them
-    (they differ only if something moved the payable account without a split attribution)."""
-    params: dict[str, Any] = {
-        "partner": partner_id,
-        "start": period.starts_at,
-        "end": period.ends_at,
-    }
-    lines: list[AggregateLine] = []
+def _sql(template: str, *, every_partner: bool) -> str:
+    """The query for some partners, or for every partner: then without a partner filter, so
+    that PostgreSQL reads the period's rows in one pass instead of partner by partner."""
+    filters = {"partners": "", "s_partners": "", "a_partners": ""}
+    if not every_partner:
+        filters = {
+            name: f"AND {alias}partner_id = ANY(%(partners)s::bigint[])"
+            for name, alias in (("partners", ""), ("s_partners", "s."), ("a_partners", "a."))
+        }
+    return (
+        template.replace("{partners}", filters["partners"])
+        .replace("{s_partners}", filters["s_partners"])
+        .replace("{a_partners}", filters["a_partners"])
+    )
+
+
+def period_ledger_totals(
+    *, partner_ids: list[int], period: Period, every_partner: bool = False
+) -> dict[int, int]:
+    """Each partner's payable movements posted in the period (0 if none)."""
     with connection.cursor() as cursor:
-        cursor.execute(EARNINGS_SQL, params)
-        for app, model, agreement, version, role, n, gross, amount, i, c, o in cursor.fetchall():
-            lines.append(
+        cursor.execute(
+            _sql(LEDGER_SQL, every_partner=every_partner),
+            _params(partner_ids=partner_ids, period=period),
+        )
+        found = {int(pk): int(total) for pk, total in cursor.fetchall()}
+    return {pk: found.get(pk, 0) for pk in partner_ids}
+
+
+def period_ledger_total(*, partner_id: int, period: Period) -> int:
+    return period_ledger_totals(partner_ids=[partner_id], period=period)[partner_id]
+
+
+def period_aggregates(
+    *, partner_ids: list[int], period: Period, every_partner: bool = False
+) -> dict[int, PeriodAggregate]:
+    """The statement lines of ``period`` for each partner, and the ledger's total beside
+    them (they differ only if something moved a payable account without a split attribution).
+    Three set-based queries, whatever the number of partners; with ``every_partner`` the
+    queries read the whole period and the partners not asked for are dropped."""
+    params = _params(partner_ids=partner_ids, period=period)
+    lines: dict[int, list[AggregateLine]] = {pk: [] for pk in partner_ids}
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(EARNINGS_SQL, every_partner=every_partner), params)
+        for row in cursor.fetchall():
+            partner, app, model, agreement, version, role, n, gross, amount, i, c, o = row
+            if int(partner) not in lines:
+                continue
+            lines[int(partner)].append(
                 AggregateLine(
                     StatementLine.Kind.EARNING,
                     role,
@@ -140,10 +167,10 @@ def period_aggregate(*, partner_id: int, period: Period) -> PeriodAggregate:
                     int(o),
                 )
             )
-        cursor.execute(REFUNDS_SQL, params)
-        for app, model, agreement, version, role, n, amount in cursor.fetchall():
-            if int(amount):
-                lines.append(
+        cursor.execute(_sql(REFUNDS_SQL, every_partner=every_partner), params)
+        for partner, app, model, agreement, version, role, n, amount in cursor.fetchall():
+            if int(amount) and int(partner) in lines:
+                lines[int(partner)].append(
                     AggregateLine(
                         StatementLine.Kind.REFUND,
                         role,
@@ -156,9 +183,14 @@ def period_aggregate(*, partner_id: int, period: Period) -> PeriodAggregate:
                         int(amount),
                     )
                 )
-    return PeriodAggregate(
-        ledger_total=period_ledger_total(partner_id=partner_id, period=period), lines=lines
+    totals = period_ledger_totals(
+        partner_ids=partner_ids, period=period, every_partner=every_partner
     )
+    return {pk: PeriodAggregate(ledger_total=totals[pk], lines=lines[pk]) for pk in partner_ids}
+
+
+def period_aggregate(*, partner_id: int, period: Period) -> PeriodAggregate:
+    return period_aggregates(partner_ids=[partner_id], period=period)[partner_id]
 
 
 def settlement_partner_ids() -> list[int]:

@@ -86,98 +86,144 @@ class CloseResult:
 
 
 @transaction.atomic(durable=True)
-def settlement_statement_close(
-    *, partner_id: int, period: str | Period, now: datetime | None = None
-) -> CloseResult:
-    """Close ``period`` for the partner: one statement with lines by app, model, agreement
-    and role, computed from what was POSTED to the partner's payable account in the period.
-    Idempotent (see the module docstring). Raises InvalidPeriod, PeriodNotOver or
-    Partner.DoesNotExist."""
+def settlement_run_execute(
+    *, period: str | Period, partner_ids: list[int] | None = None, now: datetime | None = None
+) -> list[CloseResult]:
+    """Close ``period`` for the given partners (default: every partner with a payable
+    account): one statement each, with lines by app, model, agreement and role, computed from
+    what was POSTED to the partner's payable account in the period.
+
+    One transaction: the partners' advisory locks (in id order), a re-read of the statements
+    that exist, one set-based aggregation for the partners still open, the inserts. Idempotent
+    (see the module docstring). Raises InvalidPeriod or PeriodNotOver."""
     period = period if isinstance(period, Period) else period_parse(period)
     now = now or timezone.now()
     if now < period.ends_at + settings.SETTLEMENT_CLOSE_GRACE:
         raise PeriodNotOver(period.label)
+    every_partner = partner_ids is None
+    if partner_ids is None:
+        partner_ids = selectors.settlement_partner_ids()
+    # Unknown ids are left out (a partner is never deleted: PROTECT everywhere).
+    partner_ids = sorted(Partner.objects.in_bulk(set(partner_ids)))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (CLOSE_LOCK_NAMESPACE, partner_id))
-    existing = Statement.objects.filter(
-        partner_id=partner_id, period_kind=period.kind, period_start=period.start
-    ).first()
-    if existing is not None:
-        return CloseResult(existing, False)
-    partner = Partner.objects.get(pk=partner_id)
-
-    aggregate = selectors.period_aggregate(partner_id=partner_id, period=period)
+        for partner_id in partner_ids:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (CLOSE_LOCK_NAMESPACE, partner_id)
+            )
+    existing = {
+        s.partner_id: s
+        for s in Statement.objects.filter(
+            partner_id__in=partner_ids, period_kind=period.kind, period_start=period.start
+        )
+    }
+    open_ids = [pk for pk in partner_ids if pk not in existing]
+    partners = Partner.objects.in_bulk(open_ids)
+    aggregates = selectors.period_aggregates(
+        partner_ids=open_ids, period=period, every_partner=every_partner
+    )
     _step_pause()
+    results = {pk: CloseResult(statement, False) for pk, statement in existing.items()}
+    created = _statements_insert(
+        partners=[partners[pk] for pk in open_ids], period=period, aggregates=aggregates
+    )
+    results.update({statement.partner_id: CloseResult(statement, True) for statement in created})
+    return [results[pk] for pk in partner_ids]
+
+
+def settlement_statement_close(
+    *, partner_id: int, period: str | Period, now: datetime | None = None
+) -> CloseResult:
+    """Close ``period`` for one partner (see settlement_run_execute). Raises InvalidPeriod,
+    PeriodNotOver or Partner.DoesNotExist."""
+    if not Partner.objects.filter(pk=partner_id).exists():
+        raise Partner.DoesNotExist(partner_id)
+    return settlement_run_execute(period=period, partner_ids=[partner_id], now=now)[0]
+
+
+def _statements_insert(
+    *, partners: list[Partner], period: Period, aggregates: dict[int, selectors.PeriodAggregate]
+) -> list[Statement]:
+    """Insert the partners' statements and their lines (inside the run's transaction, under
+    its locks), in a handful of bulk queries whatever the number of partners. A monthly
+    statement takes in the partner's statements carried forward and not yet taken."""
+    if not partners:
+        return []
     monthly = period.kind == Statement.Period.MONTH
-    carried = (
-        list(
+    carried: dict[int, list[Statement]] = {partner.pk: [] for partner in partners}
+    if monthly:
+        for previous in (
             Statement.objects.select_for_update()
             .filter(
-                partner_id=partner_id,
+                partner_id__in=list(carried),
                 period_kind=Statement.Period.MONTH,
                 status=Statement.Status.CARRIED_FORWARD,
                 carried_into__isnull=True,
                 period_start__lt=period.start,
             )
-            .order_by("period_start")
-        )
-        if monthly
-        else []
-    )
-    carried_in = sum(s.total for s in carried)
-    statement = Statement.objects.create(
-        partner=partner,
-        period_kind=period.kind,
-        period_start=period.start,
-        period_end=period.end,
-        status=Statement.Status.DRAFT if monthly else Statement.Status.CLOSED,
-        currency=getattr(partner, "payout_currency", "") or "",
-        earnings=aggregate.ledger_total,
-        carried_in=carried_in,
-        total=aggregate.ledger_total + carried_in,
+            .order_by("partner_id", "period_start")
+        ):
+            carried[previous.partner_id].append(previous)
+    statements = Statement.objects.bulk_create(
+        [
+            Statement(
+                partner=partner,
+                period_kind=period.kind,
+                period_start=period.start,
+                period_end=period.end,
+                status=Statement.Status.DRAFT if monthly else Statement.Status.CLOSED,
+                currency=getattr(partner, "payout_currency", "") or "",
+                earnings=aggregates[partner.pk].ledger_total,
+                carried_in=sum(s.total for s in carried[partner.pk]),
+                total=aggregates[partner.pk].ledger_total
+                + sum(s.total for s in carried[partner.pk]),
+            )
+            for partner in partners
+        ]
     )
     _step_pause()
-    lines = [
-        StatementLine(
-            statement=statement,
-            kind=line.kind,
-            role=line.role,
-            app_id=line.app_id,
-            model_name=line.model_name,
-            agreement_id=line.agreement_id,
-            agreement_version=line.agreement_version,
-            captures=line.captures,
-            gross=line.gross,
-            amount=line.amount,
-            input_tokens=line.input_tokens,
-            cached_input_tokens=line.cached_input_tokens,
-            output_tokens=line.output_tokens,
-        )
-        for line in aggregate.lines
-    ]
-    if aggregate.unattributed:
-        lines.append(
+    lines: list[StatementLine] = []
+    for statement in statements:
+        aggregate = aggregates[statement.partner_id]
+        lines += [
             StatementLine(
                 statement=statement,
-                kind=StatementLine.Kind.UNATTRIBUTED,
-                amount=aggregate.unattributed,
-                reason=_("Payable movements without a split attribution."),
+                kind=line.kind,
+                role=line.role,
+                app_id=line.app_id,
+                model_name=line.model_name,
+                agreement_id=line.agreement_id,
+                agreement_version=line.agreement_version,
+                captures=line.captures,
+                gross=line.gross,
+                amount=line.amount,
+                input_tokens=line.input_tokens,
+                cached_input_tokens=line.cached_input_tokens,
+                output_tokens=line.output_tokens,
             )
-        )
-    lines += [
-        StatementLine(
-            statement=statement,
-            kind=StatementLine.Kind.CARRIED_FORWARD,
-            amount=previous.total,
-            carried_from=previous,
-            reason=previous.period_label,
-        )
-        for previous in carried
-    ]
-    StatementLine.objects.bulk_create(lines)
-    if carried:
-        Statement.objects.filter(pk__in=[s.pk for s in carried]).update(carried_into=statement)
-    return CloseResult(statement, True)
+            for line in aggregate.lines
+        ]
+        if aggregate.unattributed:
+            lines.append(
+                StatementLine(
+                    statement=statement,
+                    kind=StatementLine.Kind.UNATTRIBUTED,
+                    amount=aggregate.unattributed,
+                    reason=_("Payable movements without a split attribution."),
+                )
+            )
+        for previous in carried[statement.partner_id]:
+            lines.append(
+                StatementLine(
+                    statement=statement,
+                    kind=StatementLine.Kind.CARRIED_FORWARD,
+                    amount=previous.total,
+                    carried_from=previous,
+                    reason=previous.period_label,
+                )
+            )
+            Statement.objects.filter(pk=previous.pk).update(carried_into=statement)
+    StatementLine.objects.bulk_create(lines, batch_size=5000)
+    return statements
 
 
 def _lock_statement(statement_id: int) -> Statement:

@@ -27,10 +27,32 @@ def settlement_close(partner_id: int, period: str) -> int:
     return services.settlement_statement_close(partner_id=partner_id, period=period).statement.pk
 
 
+@shared_task(
+    name="partners.settlement.run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=10,
+    soft_time_limit=1800,
+    time_limit=2000,
+    ignore_result=True,
+)
+def settlement_run(period: str) -> int:
+    """Close a period for every partner in one run (idempotent). Returns how many statements
+    it created."""
+    results = services.settlement_run_execute(period=period)
+    return sum(1 for result in results if result.created)
+
+
 @shared_task(name="partners.settlement.close_due", acks_late=True, ignore_result=True)
 def settlement_close_due() -> int:
-    """Beat: queue a close for every partner and recent period without a statement."""
-    due = selectors.settlement_due(now=timezone.now())
-    for partner_id, period in due:
-        settlement_close.delay(partner_id, period)
-    return len(due)
+    """Beat: queue a run for every recent period that some partner has no statement for."""
+    periods = sorted(
+        {period for _partner_id, period in selectors.settlement_due(now=timezone.now())}
+    )
+    for period in periods:
+        settlement_run.delay(period)
+    return len(periods)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from partners.settlement import selectors, services, tasks
+from partners.settlement import services, tasks
 from partners.settlement.periods import InvalidPeriod, period_parse
 
 
@@ -27,18 +27,21 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if timezone.now() < period.ends_at + settings.SETTLEMENT_CLOSE_GRACE:
             raise CommandError(f"{period.label} has not ended yet (plus the grace).")
-        partner_ids = options["partner"] or selectors.settlement_partner_ids()
-        for partner_id in partner_ids:
-            if options["queue"]:
-                tasks.settlement_close.delay(partner_id, period.label)
-                self.stdout.write(f"queued partner {partner_id} {period.label}")
-                continue
-            try:
-                result = services.settlement_statement_close(partner_id=partner_id, period=period)
-            except services.PeriodNotOver:
-                raise CommandError(f"{period.label} has not ended yet (plus the grace).") from None
+        if options["queue"]:
+            if options["partner"]:
+                for partner_id in options["partner"]:
+                    tasks.settlement_close.delay(partner_id, period.label)
+            else:
+                tasks.settlement_run.delay(period.label)
+            self.stdout.write(f"queued {period.label}")
+            return
+        results = services.settlement_run_execute(
+            period=period, partner_ids=options["partner"] or None
+        )
+        for result in results:
+            statement = result.statement
             state = "closed" if result.created else "already closed"
             self.stdout.write(
-                f"partner {partner_id} {period.label}: {state}, statement "
-                f"{result.statement.pk}, total {result.statement.total}"
+                f"partner {statement.partner_id} {period.label}: {state}, statement "
+                f"{statement.pk}, total {statement.total}"
             )
