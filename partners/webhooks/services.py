@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -263,16 +264,25 @@ def webhook_event_enqueue(
 
 
 def _post(url: str, *, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
-    """POST once without following redirects; (HTTP status, error text)."""
+    """POST once without following redirects; (HTTP status, error text). Only the start of
+    the answer is read: an endpoint cannot make us download a large body."""
     timeout = float(getattr(settings, "WEBHOOKS_TIMEOUT_SECONDS", 10))
     try:
-        response = requests.post(
-            url, data=body, headers=headers, timeout=(timeout, timeout), allow_redirects=False
-        )
-    except requests.RequestException as exc:
+        with requests.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            status_code = response.status_code
+            if 200 <= status_code < 300:
+                return status_code, ""
+            excerpt = response.raw.read(500, decode_content=True) or b""
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
-    error = "" if 200 <= response.status_code < 300 else response.text[:500]
-    return response.status_code, error
+    return status_code, excerpt.decode("utf-8", "replace")[:500] or f"HTTP {status_code}"
 
 
 def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:

@@ -1,6 +1,7 @@
 """Partner webhooks: the outbox written in the caller's transaction, signatures checked by a
 real HTTP listener on 127.0.0.1, URL validation and payload limits."""
 
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -446,3 +447,32 @@ def test_overdue_deliveries_are_queued_again(partner, listener, settings):
     assert delivery.status == WebhookDelivery.Status.DELIVERED
     assert len(listener.requests) == 1
     assert webhooks_requeue_overdue() == 0
+
+
+def test_only_the_start_of_a_large_error_answer_is_kept(partner):
+    from partners.webhooks.services import _post
+
+    class Big(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(500)
+            self.send_header("Content-Length", str(5_000_000))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(b"x" * 5_000_000)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Big)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, error = _post(
+            f"http://127.0.0.1:{server.server_address[1]}/", body=b"{}", headers={}
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status == 500
+    assert error == "x" * 500
