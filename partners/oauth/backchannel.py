@@ -60,6 +60,7 @@ from accounts.models import User
 from partners.models import Consent
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery
 from partners.oauth import keys
+from partners.oauth.tokens import issuer
 from partners.webhooks.targets import webhook_url_validate
 
 logger = logging.getLogger(__name__)
@@ -97,10 +98,6 @@ def retry_delay_seconds(*, retries_done: int) -> float:
     base = float(_setting("BACKCHANNEL_LOGOUT_RETRY_BASE_SECONDS", 10))
     delay = min(base * (2**retries_done), 3600.0)
     return delay * random.uniform(0.8, 1.2)  # noqa: S311 (spreading retries, not a secret)
-
-
-def issuer() -> str:
-    return settings.OAUTH2_PROVIDER.get("OIDC_ISS_ENDPOINT") or settings.SITE_URL
 
 
 def logout_uri_refusal(uri: str) -> str:
