@@ -374,3 +374,34 @@ def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:
             error[:200],
         )
     return outcome
+
+
+def webhook_charge_refunded_enqueue(*, refund: Any) -> WebhookEvent | None:
+    """Tell the partner of the charging app that a charge was refunded ("charge.refunded").
+    `refund` is a wallet Refund (read through its charge; the partners core does not import
+    the wallet). Call it in the refund's transaction, after the Refund row is written; apps
+    without a partner produce nothing."""
+    charge = refund.charge
+    application = charge.app
+    if application.partner_id is None:
+        return None
+    return webhook_event_enqueue(
+        partner=application.partner,
+        event_type=WebhookEventType.CHARGE_REFUNDED,
+        payload={
+            "charge": {
+                "id": charge.pk,
+                "app": application.client_id,
+                "model": charge.price.model.name,
+                "amount": charge.amount,
+                "refunded_amount": charge.refunded_amount,
+                "created": int(charge.created_at.timestamp()),
+            },
+            "refund": {
+                "id": refund.pk,
+                "amount": refund.amount,
+                "reason": refund.reason,
+                "created": int(refund.created_at.timestamp()),
+            },
+        },
+    )

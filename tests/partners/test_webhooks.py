@@ -476,3 +476,46 @@ def test_only_the_start_of_a_large_error_answer_is_kept(partner):
         server.server_close()
     assert status == 500
     assert error == "x" * 500
+
+
+def test_charge_refunded_payload(partner, django_capture_on_commit_callbacks):
+    from partners.models import Application
+    from partners.webhooks.services import webhook_charge_refunded_enqueue
+    from tests.partners.test_settlement_api import make_charge
+    from wallet import services as wallet_services
+
+    app = Application.objects.create(
+        name="Alpha chat",
+        partner=partner,
+        client_type="confidential",
+        authorization_grant_type="client-credentials",
+        redirect_uris="",
+    )
+    webhook_endpoint_create(
+        partner=partner, url="https://a.example.com/h", event_types=["charge.refunded"]
+    )
+    charge = make_charge(app=app, amount=120, at=timezone_now())
+    refund = wallet_services.wallet_refund(
+        charge_id=charge.pk, app=app, amount=20, idempotency_key="r-1", reason="model error"
+    )
+    with django_capture_on_commit_callbacks(), transaction.atomic():
+        event = webhook_charge_refunded_enqueue(refund=refund)
+
+    data = json.loads(event.body)["data"]
+    assert data["charge"]["id"] == charge.pk
+    assert data["charge"]["app"] == app.client_id
+    assert data["charge"]["amount"] == 120
+    assert data["charge"]["refunded_amount"] == 20
+    assert data["refund"] == {
+        "id": refund.pk,
+        "amount": 20,
+        "reason": "model error",
+        "created": int(refund.created_at.timestamp()),
+    }
+    assert WebhookDelivery.objects.filter(event=event).count() == 1
+
+
+def timezone_now():
+    from django.utils import timezone
+
+    return timezone.now()
