@@ -805,3 +805,19 @@ def test_an_organization_has_at_most_50_apps(as_role, partner_a):
     assert "at most 50 apps" in str(response.context["form"].non_field_errors())
     assert Application.objects.filter(partner=partner_a).count() == 50
     assert not ApplicationReview.objects.exists()
+
+
+def test_the_app_models_own_rules_show_on_the_form(as_role, partner_a, settings):
+    # Production allows only https redirect URIs; DOT's validator says so on the form.
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    }
+    client = as_role("developer")
+    response = client.post(
+        portal("app_create", partner_a), app_form(redirect_uris="http://chat.alpha.example/cb")
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors.get("redirect_uris")
+    assert not Application.objects.exists()
