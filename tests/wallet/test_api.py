@@ -288,3 +288,12 @@ def test_balance_of_a_user_without_a_wallet_is_zero(api, user):
     response = api.get("/api/wallet/balance/")
     assert response.json()["balance"] == 0
     assert response.json()["held"] == 0
+
+
+def test_a_deactivated_users_token_cannot_charge(api, user):
+    fund(user, 100)
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    response = post(api, "/api/wallet/charges/", {"model": "gpt-test", "input_tokens": 1})
+    assert response.status_code in (401, 403)
+    assert balance(user) == 100

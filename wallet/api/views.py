@@ -84,7 +84,7 @@ class UserTokenRequired(BasePermission):
                 message=_("This API needs an access token issued to a user."),
                 status_code=status.HTTP_403_FORBIDDEN,
             )
-        return isinstance(request.user, User)
+        return isinstance(request.user, User) and request.user.is_active
 
 
 class WalletApiView(APIView):
