@@ -128,7 +128,7 @@ def rows_generate(*, charges: int, partners: int) -> int:
             """
             CREATE TEMP TABLE bench_charge AS
             SELECT g AS n, g %% %(partners)s AS p,
-                   1000 + (g * 7919) %% 2000 AS amount,
+                   1000 + (g::bigint * 7919) %% 2000 AS amount,
                    TIMESTAMPTZ '2026-10-01 00:00:00+00'
                      + (g - 1) * (INTERVAL '31 days' / %(charges)s) AS at
             FROM generate_series(1, %(charges)s) g
