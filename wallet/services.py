@@ -703,6 +703,10 @@ def wallet_staff_credit(
     }
     if source not in source_kinds:
         raise InvalidRequest(_("Unknown credit source."), details={"field": "source"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidRequest(
+            _("The expiry must be in the future."), details={"field": "expires_at"}
+        )
     record, replay = _idempotency_claim(
         app=None,
         key=f"staff-credit:{idempotency_key}",

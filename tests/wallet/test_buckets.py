@@ -84,3 +84,11 @@ def test_release_returns_tokens_to_their_buckets(user, app, price):
     assert remaining(promo) == 40
     services.wallet_hold_release(hold_id=h.pk, app=app, idempotency_key=new_key())
     assert remaining(promo) == 100
+
+
+def test_staff_credit_cannot_expire_in_the_past(user):
+    from wallet.exceptions import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        fund(user, 10, expires_at=timezone.now() - timedelta(seconds=1))
+    assert balance(user) == 0
