@@ -569,3 +569,64 @@ def test_a_person_who_clicks_sign_out_is_signed_out_of_their_apps_too(page, list
     _header, claims = decode_logout_token(token, app.client_id, keys.public_jwks())
     assert claims["sub"] == user.public_id
     assert claims["aud"] == app.client_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_app_signed_in_through_the_code_flow_is_told_with_the_sub_of_its_id_token(
+    live_server, live_app, user, browser_for, listener
+):
+    import base64
+    import hashlib
+    import secrets
+
+    import requests
+    from django.test import Client
+
+    from tests.partners.conftest import redirect_params
+
+    # Given an app that signed the person in through the real code flow with PKCE
+    app, secret = live_app("Chat", backchannel_logout_uri=listener.url())
+    browser = browser_for(user)
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    redirect_uri = app.redirect_uris.split()[0]
+    params = redirect_params(
+        browser.authorize(
+            {
+                "response_type": "code",
+                "client_id": app.client_id,
+                "redirect_uri": redirect_uri,
+                "scope": "openid profile",
+                "state": "s",
+                "nonce": "n",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+    )
+    tokens = requests.post(
+        f"{live_server.url}/o/token/",
+        data={
+            "grant_type": "authorization_code",
+            "code": params["code"],
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        },
+        auth=(app.client_id, secret),
+        timeout=30,
+    ).json()
+    jwks = requests.get(f"{live_server.url}/.well-known/jwks.json", timeout=10).json()
+    id_token = JsonWebToken(["RS256"]).decode(tokens["id_token"], JsonWebKey.import_key_set(jwks))
+
+    # When that browser session signs out of Tokenpass
+    session = Client()
+    session.cookies["sessionid"] = browser.http.cookies["sessionid"]
+    assert session.post(reverse("accounts:logout")).status_code == 302
+
+    # Then the app is told, with the subject its ID token named
+    (token,) = listener.tokens()
+    _header, claims = decode_logout_token(token, app.client_id, jwks)
+    assert claims["sub"] == id_token["sub"] == user.public_id
+    assert claims["aud"] == app.client_id
