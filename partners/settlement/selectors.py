@@ -12,7 +12,8 @@ from partners.settlement.models import Statement, StatementLine
 from partners.settlement.periods import Period, period_parse
 from wallet.models import LedgerAccount
 
-# Kept in step with partners.settlement.services (which imports this module).
+# The ledger transaction kinds of the workflow's own postings (payout, adjustment): never
+# earnings of a period.
 SETTLEMENT_TX_KINDS = ("settlement_payout", "settlement_adjustment")
 
 

@@ -32,9 +32,7 @@ from wallet.ledger import ledger_post, partner_payable_account, system_account
 from wallet.models import LedgerAccount
 
 CLOSE_LOCK_NAMESPACE = 0x7A6E0003
-PAYOUT_TX_KIND = "settlement_payout"
-ADJUSTMENT_TX_KIND = "settlement_adjustment"
-SETTLEMENT_TX_KINDS = (PAYOUT_TX_KIND, ADJUSTMENT_TX_KIND)
+PAYOUT_TX_KIND, ADJUSTMENT_TX_KIND = selectors.SETTLEMENT_TX_KINDS
 # A platform account (no owner) that receives every payout: the money has left the platform.
 PAYOUTS_ACCOUNT_KIND = "partner_payouts"
 
