@@ -7,6 +7,7 @@ hash is stored, so nobody can read it afterwards."""
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -63,6 +64,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         (_("Dates"), {"fields": ("created", "updated")}),
     )
     actions = ["rotate_client_secret"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("client secret"))
     def secret_state(self, obj: Application) -> str:

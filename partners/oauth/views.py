@@ -411,9 +411,9 @@ class IntrospectTokenView(OAuthLibMixin, View):
             return _client_auth_retry_after(
                 oauth_json_error("invalid_client", "Too many failed client authentications.", 429)
             )
+        # Failures are counted by the validator's authenticate_client.
         caller = self._authenticate_client(request)
         if caller is None:
-            ratelimit.client_auth_failure_record(client_id=client_id, ip=ip)
             response = oauth_json_error("invalid_client", "Client authentication failed.", 401)
             response["WWW-Authenticate"] = 'Basic realm="tokenpass"'
             return response
@@ -422,6 +422,7 @@ class IntrospectTokenView(OAuthLibMixin, View):
             return oauth_json_error("invalid_request", "The token parameter is missing.")
         checksum = token_checksum(token_value)
         inactive = JsonResponse({"active": False})
+        inactive["Cache-Control"] = "no-store"
         hint = request.POST.get("token_type_hint")
         access = None
         refresh = None
