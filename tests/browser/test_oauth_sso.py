@@ -100,3 +100,61 @@ def test_login_consent_then_silent_sign_in_to_a_second_app(page, live_server):
     returned_b = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
     assert returned_b["code"] and "error" not in returned_b
     assert not any(urlsplit(url).path == "/login/" for url in visited)
+
+
+def sign_in(page, live_server, email: str) -> None:
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", DEFAULT_PASSWORD)
+    page.locator("main form button[type=submit]").first.click()
+    page.wait_for_load_state()
+
+
+def test_device_page_connects_a_tv(page, live_server):
+    UserFactory(email="tv@example.com")
+    app = Application.objects.create(
+        name="Living Room TV",
+        partner=PartnerFactory(name="Screens Ltd"),
+        client_type=Application.CLIENT_PUBLIC,
+        authorization_grant_type=Application.GRANT_DEVICE_CODE,
+        allowed_grant_types="urn:ietf:params:oauth:grant-type:device_code",
+        allowed_scopes="openid profile",
+        algorithm=Application.RS256_ALGORITHM,
+    )
+    grant = requests.post(
+        f"{live_server.url}/o/device-authorization/",
+        data={"client_id": app.client_id, "scope": "openid profile"},
+        timeout=10,
+    ).json()
+    sign_in(page, live_server, "tv@example.com")
+    page.goto(f"{live_server.url}/device")
+    page.fill("input[name=user_code]", grant["user_code"][:4] + "-" + grant["user_code"][4:])
+    page.locator("main form button[type=submit]").click()
+    assert "Living Room TV" in page.inner_text("main")
+    assert "Screens Ltd" in page.inner_text("main")
+    page.click("button[value=approve]")
+    page.wait_for_selector("text=Device connected")
+    token = requests.post(
+        f"{live_server.url}/o/token/",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": grant["device_code"],
+            "client_id": app.client_id,
+        },
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+
+
+def test_connected_apps_page_removes_an_app(page, live_server):
+    person = UserFactory(email="apps@example.com")
+    app, _ = make_app(live_server, "Chat A", "/cb/a")
+    Consent.objects.create(user=person, application=app, scope="email openid")
+    sign_in(page, live_server, "apps@example.com")
+    page.goto(f"{live_server.url}/account/apps/")
+    row = page.locator(f"tr[data-client-id='{app.client_id}']")
+    assert "Chat A" in row.inner_text() and "See your email address" in row.inner_text()
+    row.locator("button").click()
+    page.wait_for_selector("text=can no longer access your account")
+    assert page.locator(f"tr[data-client-id='{app.client_id}']").count() == 0
+    assert not Consent.objects.filter(user=person).exists()
