@@ -1,13 +1,15 @@
 """Token-endpoint grants per second: Tokenpass (Django + django-oauth-toolkit under gunicorn)
 beside panva's oidc-provider (Node.js), both on this machine's PostgreSQL.
 
-    .venv/bin/python bench/token/run.py [--seconds 10] [--clients 8] [--only tokenpass|node]
+    .venv/bin/python bench/token/run.py [--seconds 5] [--rounds 3] [--clients 8]
+                                        [--only tokenpass|node] [--node-token-format jwt|opaque]
 
 Two grants are measured on each server: client credentials (a partner's server asks for a
 token for itself) and refresh token (an app renews a user's token; the refresh token rotates
 on every use, so each load-generator client follows its own chain). Every request
 authenticates the client with HTTP Basic and must answer 200 with an access token; anything
-else counts as an error and invalidates the figures.
+else counts as an error and invalidates the figures. The servers run side by side and are
+measured in alternating rounds, so that other load on the machine weighs on both alike.
 
 Both servers run production-like: Tokenpass with config.settings.production (DEBUG off,
 persistent database connections) in database ``tokenpass_bench``; oidc-provider in
