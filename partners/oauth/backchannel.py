@@ -100,13 +100,14 @@ def retry_delay_seconds(*, retries_done: int) -> float:
     return delay * random.uniform(0.8, 1.2)  # noqa: S311 (spreading retries, not a secret)
 
 
-def logout_uri_refusal(uri: str) -> str:
+def logout_uri_refusal(uri: str, *, resolve: bool = True) -> str:
     """Why we will not call this URI, or "" if we will. https only, unless
     BACKCHANNEL_LOGOUT_ALLOW_HTTP (or DEBUG, for loopback) allows http: the specification allows
     http for confidential clients, but the token proves a sign-out to whoever reads it. The URI
     is chosen by a partner, so the webhook rules against request forgery apply too (never this
     server, never a private or local address unless WEBHOOKS_ALLOW_PRIVATE_TARGETS); names are
-    resolved again before every attempt."""
+    resolved again before every attempt (`resolve=False` skips the lookup, for the sign-out
+    request itself, which must not wait on DNS)."""
     parts = urlsplit(uri)
     if parts.scheme != "https":
         loopback_in_debug = settings.DEBUG and parts.hostname in {"127.0.0.1", "localhost", "::1"}
@@ -115,7 +116,7 @@ def logout_uri_refusal(uri: str) -> str:
         ):
             return "refused: the URI is not https"
     try:
-        webhook_url_validate(uri)
+        webhook_url_validate(uri, resolve=resolve)
     except ValidationError as exc:
         return f"refused: {' '.join(exc.messages)}"[:500]
     return ""
@@ -180,7 +181,7 @@ def backchannel_logout_start(
     with transaction.atomic():
         deliveries = []
         for app in backchannel_logout_apps(user=user, session_started_at=session_started_at):
-            refusal = logout_uri_refusal(app.backchannel_logout_uri)
+            refusal = logout_uri_refusal(app.backchannel_logout_uri, resolve=False)
             deliveries.append(
                 BackchannelLogoutDelivery.objects.create(
                     application=app,
