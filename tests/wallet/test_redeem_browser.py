@@ -34,7 +34,9 @@ def test_redeem_a_code_in_the_browser(page, live_server):
         created_by=UserFactory(is_staff=True),
     )
     sign_in(page, live_server, user)
-    page.goto("/wallet/")
+    page.goto("/account/")
+    page.get_by_role("link", name="Wallet", exact=True).click()
+    page.wait_for_url("**/wallet/")
     assert page.get_by_test_id("balance").inner_text() == "0"
     page.get_by_role("link", name="Redeem a code").click()
     page.wait_for_url("**/wallet/redeem/")
