@@ -2,10 +2,14 @@
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery
+from partners.oauth.backchannel import backchannel_logout_resend
 
 
 class BackchannelLogoutAttemptInline(admin.TabularInline):
@@ -53,6 +57,21 @@ class BackchannelLogoutDeliveryAdmin(admin.ModelAdmin):
     )
     fields = readonly_fields
     inlines = (BackchannelLogoutAttemptInline,)
+    actions = ("resend_failed",)
+
+    @admin.action(description=_("Send the failed notices again"), permissions=["view"])
+    def resend_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
+        created = backchannel_logout_resend(
+            delivery_ids=list(queryset.values_list("pk", flat=True))
+        )
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d notice queued again.", "%(count)d notices queued again.", len(created)
+            )
+            % {"count": len(created)},
+            messages.SUCCESS if created else messages.WARNING,
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -205,6 +205,48 @@ def backchannel_logout_start(
     return deliveries
 
 
+def backchannel_logout_resend(*, delivery_ids: list[int]) -> list[BackchannelLogoutDelivery]:
+    """Staff: send failed notices again, as new deliveries (new jti, a fresh set of attempts)
+    to each app's current back-channel logout URI, so that a partner who fixed its endpoint
+    or its URI gets them. Deliveries that are not failed, or whose app no longer has a URI,
+    are skipped. Returns the new deliveries."""
+    from partners.tasks import backchannel_logout_deliver
+
+    with transaction.atomic():
+        created = []
+        failed = (
+            BackchannelLogoutDelivery.objects.select_related("application")
+            .filter(pk__in=delivery_ids, status=BackchannelLogoutDelivery.Status.FAILED)
+            .order_by("pk")
+        )
+        for old in failed:
+            uri = old.application.backchannel_logout_uri
+            if not uri:
+                continue
+            refusal = logout_uri_refusal(uri, resolve=False)
+            created.append(
+                BackchannelLogoutDelivery.objects.create(
+                    application=old.application,
+                    user_id=old.user_id,
+                    subject=old.subject,
+                    jti=uuid.uuid4().hex,
+                    logout_uri=uri,
+                    status=(
+                        BackchannelLogoutDelivery.Status.FAILED
+                        if refusal
+                        else BackchannelLogoutDelivery.Status.PENDING
+                    ),
+                    last_error=refusal,
+                )
+            )
+        for delivery in created:
+            if delivery.status == BackchannelLogoutDelivery.Status.PENDING:
+                transaction.on_commit(
+                    functools.partial(backchannel_logout_deliver.delay, delivery.pk), robust=True
+                )
+    return created
+
+
 def logout_token_build(
     *, delivery: BackchannelLogoutDelivery, client_id: str, now: int | None = None
 ) -> str:

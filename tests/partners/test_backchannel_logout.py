@@ -502,6 +502,47 @@ def test_staff_see_deliveries_and_their_attempts_in_the_admin(
     assert BackchannelLogoutAttempt.objects.filter(delivery=delivery).count() == 2
 
 
+@pytest.mark.django_db
+def test_staff_send_a_failed_notice_again_to_the_apps_current_uri(
+    client, listener, django_capture_on_commit_callbacks
+):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    # Given a notice the app rejected at its old URI
+    listener.answers = [400, 200]
+    user = UserFactory()
+    app = make_app("Fixed", listener.url("/old"))
+    give_tokens(user, app)
+    sign_out(client, user, django_capture_on_commit_callbacks)
+    failed = BackchannelLogoutDelivery.objects.get(application=app)
+    assert failed.status == BackchannelLogoutDelivery.Status.FAILED
+    app.backchannel_logout_uri = listener.url("/new")
+    app.save(update_fields=["backchannel_logout_uri"])
+
+    # When staff pick it in the admin and send it again
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    device = TOTPDevice.objects.create(user=staff, name="phone", confirmed=True)
+    client.force_login(staff)
+    session = client.session
+    session["otp_device_id"] = device.persistent_id
+    session.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:partners_backchannellogoutdelivery_changelist"),
+            {"action": "resend_failed", "_selected_action": [failed.pk]},
+        )
+
+    # Then a new notice went to the current URI and was delivered; the old row is unchanged
+    assert response.status_code == 302
+    assert [r["path"] for r in listener.received] == ["/old", "/new"]
+    resent = BackchannelLogoutDelivery.objects.exclude(pk=failed.pk).get(application=app)
+    assert resent.status == BackchannelLogoutDelivery.Status.DELIVERED
+    assert resent.jti != failed.jti
+    assert resent.subject == user.public_id
+    failed.refresh_from_db()
+    assert failed.status == BackchannelLogoutDelivery.Status.FAILED
+
+
 @pytest.mark.celery_worker
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_delivers_with_backoff(client, listener, settings):
