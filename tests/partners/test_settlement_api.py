@@ -343,3 +343,44 @@ def test_the_api_is_in_the_openapi_schema(client):
         "/api/settlement/usage/",
     ]:
         assert path in text
+
+
+def test_apps_awaiting_review_or_suspended_cannot_charge_wallets(client, partner_a):
+    """The review reaches the wallet API too: its bearer tokens pass through the same check."""
+    from oauth2_provider.models import get_access_token_model
+
+    from partners import services as partner_services
+    from tests.wallet.conftest import balance
+
+    app = server_app(partner_a, scopes="wallet:charge")
+    ApplicationReview.objects.create(application=app)
+    make_charge(app=server_app(partner_a, name="seed"), amount=1, at=timezone.now())
+    person = UserFactory()
+    fund(person, 100)
+    token = get_access_token_model().objects.create(
+        user=person,
+        application=app,
+        token="charging-token-0123456789",
+        scope="wallet:charge",
+        expires=timezone.now() + timedelta(hours=1),
+    )
+
+    def charge(key):
+        return client.post(
+            "/api/wallet/charges/",
+            {"model": "chat-test", "input_tokens": 10},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token.token}",
+            HTTP_IDEMPOTENCY_KEY=key,
+        )
+
+    assert charge("pending").status_code in (401, 403)
+    assert balance(person) == 100
+
+    partner_services.application_approve(application=app, actor=None)
+    assert charge("approved").status_code in (200, 201)
+    assert balance(person) == 90
+
+    partner_services.partner_suspend(partner=partner_a, actor=None)
+    assert charge("suspended").status_code in (401, 403)
+    assert balance(person) == 90
