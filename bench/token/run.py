@@ -151,6 +151,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+BENCH_LOCK_KEY = 0x746F6B656E  # one token benchmark at a time on a PostgreSQL server
+
+
+def hold_bench_lock(timeout: float = 900.0):
+    """A session advisory lock, so that two runs on one machine do not drop each other's
+    databases; waits (bounded) for a run already in progress. Released when the returned
+    connection closes."""
+    import psycopg
+
+    conn = psycopg.connect(f"{PG_URL}/postgres", autocommit=True)
+    deadline = time.monotonic() + timeout
+    announced = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (BENCH_LOCK_KEY,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            conn.close()
+            raise RuntimeError("another token benchmark run held the lock for too long")
+        if not announced:
+            print("waiting for another token benchmark run to finish ...", flush=True)
+            announced = True
+        time.sleep(1)
+    return conn
+
+
 def recreate_database(name: str) -> None:
     import psycopg
 
@@ -585,8 +608,9 @@ def main() -> None:
     args.clients = max(1, min(args.clients, 64))
     chains = args.clients + 1  # one per client, and one for the warm-up
 
+    lock = hold_bench_lock()
     args.load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
+    with lock, tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
         workdir = Path(tmp)
         starters = {}
         if args.only in (None, "tokenpass"):
