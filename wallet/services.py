@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
 from partners.models import Application
+from partners.webhooks.services import webhook_charge_refunded_enqueue
 from wallet import splits
 from wallet.exceptions import (
     AllowanceExceeded,
@@ -647,6 +648,9 @@ def wallet_refund(
     refund = Refund.objects.create(
         charge=charge, amount=amount, reason=reason, transaction=ledger_tx
     )
+    # The app's partner hears of it through the webhook outbox, written in this transaction
+    # and delivered after commit.
+    webhook_charge_refunded_enqueue(refund=refund)
     _idempotency_done(record, refund=refund.pk)
     return refund
 

@@ -274,3 +274,28 @@ def test_allowance_resets_each_calendar_month(user, app, price):
             charge(user, app, i=1)
     with freeze_time("2031-02-01 00:00:01"):
         charge(user, app, i=100)
+
+
+def test_refund_tells_the_apps_partner_through_the_webhook_outbox(user, app, price):
+    from partners.webhooks.models import WebhookEvent
+    from partners.webhooks.services import webhook_endpoint_create
+
+    webhook_endpoint_create(
+        partner=app.partner, url="https://partner.example/hooks", event_types=["charge.refunded"]
+    )
+    fund(user, 1000)
+    c = charge(user, app, i=300)
+    with pytest.raises(RefundTooLarge):
+        services.wallet_refund(charge_id=c.pk, app=app, amount=301, idempotency_key=new_key())
+    assert not WebhookEvent.objects.exists()
+    refund = services.wallet_refund(
+        charge_id=c.pk, app=app, amount=100, idempotency_key="r", reason="bad answer"
+    )
+    event = WebhookEvent.objects.get(event_type="charge.refunded")
+    assert event.partner == app.partner
+    assert f'"id": {refund.pk}' in event.body or f'"id":{refund.pk}' in event.body
+    # A replay of the refund sends nothing more.
+    services.wallet_refund(
+        charge_id=c.pk, app=app, amount=100, idempotency_key="r", reason="bad answer"
+    )
+    assert WebhookEvent.objects.count() == 1
