@@ -24,7 +24,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
 from accounts.oidc import CLAIMS_SUPPORTED, user_claims
-from partners.models import AuthorizationCode
+from partners.models import Application, AuthorizationCode
 from partners.oauth import keys, ratelimit
 from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
 from partners.oauth.selectors import consent_covers
@@ -94,6 +94,15 @@ class TokenpassOAuth2Validator(OAuth2Validator):
         # psycopg refuses NUL bytes with a DataError, which DOT does not expect.
         if not isinstance(client_id, str) or "\x00" in client_id:
             return None
+        if not request.client:
+            # One query instead of three: DOT loads the app, then is_usable() reads its
+            # partner and its review row one by one. Loaded here with both joined, DOT
+            # finds request.client set and re-checks is_usable() on the joined rows.
+            request.client = (
+                Application.objects.select_related("partner", "review")
+                .filter(client_id=client_id)
+                .first()
+            )
         return super()._load_application(client_id, request)
 
     def authenticate_client_id(
