@@ -24,11 +24,13 @@ from django.utils.translation import gettext as _
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 from oauth2_provider import views as dot_views
 from oauth2_provider.exceptions import OAuthToolkitError
 from oauth2_provider.models import get_device_grant_model
 from oauth2_provider.oauth2_backends import _add_iss_to_redirect
+from oauth2_provider.signals import app_authorized
 from oauth2_provider.views.mixins import OAuthLibMixin
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
@@ -357,6 +359,23 @@ class TokenView(dot_views.TokenView):
         if grant_type == Application.GRANT_DEVICE_CODE:
             return _client_auth_retry_after(self._device_token(request))
         return _client_auth_retry_after(self.authorization_flow_token_response(request))
+
+    @method_decorator(sensitive_post_parameters("password", "client_secret"))
+    def authorization_flow_token_response(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        """DOT's, except that the token just issued is read back from the database (one
+        more query per grant) only when something listens to the app_authorized signal."""
+        if app_authorized.has_listeners():
+            response: HttpResponse = super().authorization_flow_token_response(
+                request, *args, **kwargs
+            )
+            return response
+        _url, headers, body, status = self.create_token_response(request)
+        response = HttpResponse(content=body, status=status)
+        for name, value in headers.items():
+            response[name] = value
+        return response
 
     def _device_token(self, request: HttpRequest) -> HttpResponse:
         device_code = request.POST.get("device_code")
