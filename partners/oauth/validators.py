@@ -17,8 +17,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk, jws
-from oauth2_provider.models import get_device_grant_model
-from oauth2_provider.oauth2_validators import OAuth2Validator, RefreshToken
+from oauth2_provider.models import get_device_grant_model, refresh_token_expire_timedelta
+from oauth2_provider.oauth2_validators import AccessToken, IDToken, OAuth2Validator, RefreshToken
 from oauthlib.oauth2.rfc6749 import errors
 
 from accounts.audit import audit_event_record
@@ -36,6 +36,9 @@ from partners.oauth.services import (
 from partners.oauth.tokens import issuer
 
 log = logging.getLogger(__name__)
+
+# Grants answered at the token endpoint, where save_bearer_token always follows the ID token.
+DEFERRED_ID_TOKEN_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
 class ClientAuthRateLimited(errors.OAuth2Error):
@@ -198,6 +201,9 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             if token.get("refresh_token") and not request.client.allows_grant_type("refresh_token"):
                 # oauthlib always mints one; an app without the refresh grant gets none.
                 token.pop("refresh_token")
+            pending_id_token = getattr(request, "_tokenpass_pending_id_token", None)
+            if pending_id_token is not None and token.get("id_token"):
+                pending_id_token.save()
             self._save_bearer_token(token, request, *args, **kwargs)
             if record is not None:
                 record.access_token_checksum = token_checksum(token["access_token"])
@@ -214,6 +220,48 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 record.save(update_fields=["access_token_checksum", "token_family"])
             if request.user is not None and request.client is not None:
                 consent_touch(user=request.user, application=request.client)
+
+    def _save_id_token(
+        self, jti: Any, request: Any, expires: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        if request.grant_type not in DEFERRED_ID_TOKEN_GRANTS:
+            return super()._save_id_token(jti, request, expires, *args, **kwargs)
+        # At the token endpoint the ID token row is written by save_bearer_token, in the
+        # transaction that stores the access token pointing at it (one commit, not two).
+        # oauthlib always calls save_token after signing the ID token, and an answer with
+        # an ID token is only sent once save_token succeeded.
+        id_token = IDToken(
+            user=request.user,
+            scope=request.scope or " ".join(request.scopes),
+            expires=expires,
+            jti=jti,
+            application=request.client,
+        )
+        request._tokenpass_pending_id_token = id_token
+        return id_token
+
+    def _create_access_token(
+        self, expires: Any, request: Any, token: dict, source_refresh_token: Any = None
+    ) -> Any:
+        # DOT re-reads (and re-verifies) the ID token it signed a moment ago in this request,
+        # which is one query: finalize_id_token left the row on request.id_token.
+        id_token = getattr(request, "id_token", None)
+        if not token.get("id_token") or not isinstance(id_token, IDToken) or id_token.pk is None:
+            return super()._create_access_token(
+                expires, request, token, source_refresh_token=source_refresh_token
+            )
+        access_token = AccessToken(
+            user=request.user,
+            scope=token["scope"],
+            expires=expires,
+            id_token=id_token,
+            application=request.client,
+            source_refresh_token=source_refresh_token,
+            resource=getattr(request, "resource", []),  # RFC 8707
+        )
+        self._set_token_value(access_token, token["access_token"])
+        access_token.save()
+        return access_token
 
     def validate_grant_type(
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kwargs: Any
@@ -234,6 +282,27 @@ class TokenpassOAuth2Validator(OAuth2Validator):
     def validate_refresh_token(
         self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
+        live = (
+            RefreshToken.objects.filter(
+                token_checksum=token_checksum(refresh_token), revoked__isnull=True
+            )
+            .select_related("access_token", "user", "application")
+            .first()
+        )
+        if live is not None:
+            # The live token, read with its access token, person and app in one query (DOT
+            # reads the person and the app one by one); the checks are DOT's for a live
+            # token. Revoked and unknown tokens take DOT's path below: the grace period,
+            # reuse detection and family revocation stay exactly DOT's.
+            if live.access_token is None:
+                return False
+            expire_delta = refresh_token_expire_timedelta()
+            if expire_delta and live.access_token.expires + expire_delta <= timezone.now():
+                return False
+            request.user = live.user
+            request.refresh_token = refresh_token
+            request.refresh_token_instance = live
+            return bool(live.application == client)
         valid = bool(
             super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
         )

@@ -1,0 +1,187 @@
+"""The token endpoint's database work: client credentials and refresh grants stay within a
+fixed number of queries, and the shortcuts that make them cheap keep the rules (suspended
+partners and apps awaiting review get no tokens; the app_authorized signal still fires)."""
+
+import base64
+import secrets
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+from oauth2_provider.signals import app_authorized
+
+from partners.models import ApplicationReview, Partner
+from partners.oauth.services import token_checksum
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+AccessToken = get_access_token_model()
+RefreshToken = get_refresh_token_model()
+IDToken = get_id_token_model()
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def statements(queries) -> list[str]:
+    """The reads and writes, without transaction control (inside a test every atomic block
+    is a savepoint; Django also logs BEGIN/COMMIT of blocks that sent nothing)."""
+    control = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
+    return [q["sql"] for q in queries if not q["sql"].startswith(control)]
+
+
+def client_credentials(app, secret, **extra):
+    return Client().post(
+        "/o/token/",
+        {"grant_type": "client_credentials", "scope": "settlement:read"},
+        HTTP_AUTHORIZATION=basic(app.client_id, secret),
+        **extra,
+    )
+
+
+def refresh(app, secret, refresh_token):
+    return Client().post(
+        "/o/token/",
+        {"grant_type": "refresh_token", "refresh_token": refresh_token},
+        HTTP_AUTHORIZATION=basic(app.client_id, secret),
+    )
+
+
+@pytest.fixture
+def cc_app(make_app):
+    return make_app("Server", allowed_scopes="settlement:read")
+
+
+@pytest.fixture
+def chain(make_app):
+    """A web app and a live refresh token of a person's sign-in, as the code grant leaves it."""
+    app, secret = make_app("Web", allowed_scopes="openid profile")
+    user = UserFactory()
+    access = AccessToken.objects.create(
+        user=user,
+        application=app,
+        token=secrets.token_urlsafe(32),
+        scope="openid profile",
+        expires=timezone.now() + timedelta(hours=1),
+    )
+    raw = secrets.token_urlsafe(32)
+    RefreshToken.objects.create(
+        user=user, application=app, token=raw, access_token=access, token_family=uuid.uuid4()
+    )
+    return app, secret, user, raw
+
+
+def test_client_credentials_grant_reads_the_app_once_and_writes_one_row(cc_app):
+    app, secret = cc_app
+    client_credentials(app, secret)  # warm caches (keys, scopes)
+    with CaptureQueriesContext(connection) as captured:
+        response = client_credentials(app, secret)
+    assert response.status_code == 200, response.content
+    sent = statements(captured.captured_queries)
+    # the app with its partner and review, then the access token's row
+    assert len(sent) == 2, sent
+    assert sent[0].startswith("SELECT") and "partners_applicationreview" in sent[0]
+    assert sent[1].startswith("INSERT") and "oauth2_provider_accesstoken" in sent[1]
+    stored = AccessToken.objects.get(token_checksum=token_checksum(response.json()["access_token"]))
+    assert stored.token == "" and stored.application_id == app.pk
+
+
+@pytest.mark.parametrize(
+    ("partner_status", "review_status"),
+    [
+        (Partner.Status.SUSPENDED, None),
+        (Partner.Status.PENDING, None),
+        (Partner.Status.ACTIVE, ApplicationReview.Status.PENDING),
+        (Partner.Status.ACTIVE, ApplicationReview.Status.SUSPENDED),
+    ],
+)
+def test_apps_that_are_not_live_get_no_tokens(cc_app, partner_status, review_status):
+    app, secret = cc_app
+    Partner.objects.filter(pk=app.partner_id).update(status=partner_status)
+    if review_status is not None:
+        ApplicationReview.objects.create(application=app, status=review_status)
+    response = client_credentials(app, secret)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert not AccessToken.objects.filter(application=app).exists()
+
+
+def test_an_approved_review_lets_the_app_get_tokens(cc_app):
+    app, secret = cc_app
+    ApplicationReview.objects.create(application=app, status=ApplicationReview.Status.APPROVED)
+    assert client_credentials(app, secret).status_code == 200
+
+
+def test_app_authorized_still_carries_the_stored_token_to_receivers(cc_app):
+    app, secret = cc_app
+    received = []
+
+    def receiver(sender, request, token, **kwargs):
+        received.append(token)
+
+    app_authorized.connect(receiver)
+    try:
+        response = client_credentials(app, secret)
+    finally:
+        app_authorized.disconnect(receiver)
+    assert response.status_code == 200
+    assert len(received) == 1
+    assert received[0].token_checksum == token_checksum(response.json()["access_token"])
+
+
+def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain):
+    app, secret, user, raw = chain
+    first = refresh(app, secret, raw)
+    assert first.status_code == 200, first.content
+    with CaptureQueriesContext(connection) as captured:
+        second = refresh(app, secret, first.json()["refresh_token"])
+    assert second.status_code == 200, second.content
+    body = second.json()
+    sent = statements(captured.captured_queries)
+    assert len(sent) <= 14, sent
+    # the ID token row is written (in the rotation's transaction) before the access token
+    # that points at it
+    writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
+    id_insert = next(i for i in writes if "oauth2_provider_idtoken" in sent[i])
+    assert all(i > id_insert for i in writes if "oauth2_provider_accesstoken" in sent[i][:60])
+    access = AccessToken.objects.get(token_checksum=token_checksum(body["access_token"]))
+    assert access.id_token is not None and access.id_token.user_id == user.pk
+    assert access.user_id == user.pk and access.application_id == app.pk
+    new = RefreshToken.objects.get(token_checksum=token_checksum(body["refresh_token"]))
+    old = RefreshToken.objects.get(token_checksum=token_checksum(first.json()["refresh_token"]))
+    assert new.revoked is None and old.revoked is not None
+    assert new.token_family == old.token_family
+
+
+def test_a_failed_refresh_leaves_no_id_token_behind(chain, make_app):
+    _app, _secret, _user, raw = chain
+    other, other_secret = make_app("Other web", allowed_scopes="openid profile")
+    before = IDToken.objects.count()
+    # a refresh token presented by another app is refused before anything is written
+    response = refresh(other, other_secret, raw)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert IDToken.objects.count() == before
+    assert RefreshToken.objects.get(token_checksum=token_checksum(raw)).revoked is None
+
+
+def test_a_reused_refresh_token_still_revokes_the_family(chain):
+    app, secret, _user, raw = chain
+    first = refresh(app, secret, raw)
+    second = refresh(app, secret, first.json()["refresh_token"])
+    assert second.status_code == 200
+    replay = refresh(app, secret, raw)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    family = RefreshToken.objects.get(token_checksum=token_checksum(raw)).token_family
+    assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
+    latest = refresh(app, secret, second.json()["refresh_token"])
+    assert latest.status_code == 400
