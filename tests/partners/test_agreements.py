@@ -27,8 +27,12 @@ def partner(db):
     return PartnerFactory()
 
 
+# One base instant for the module: two calls of now() may fall in different seconds.
+BASE = timezone.now().replace(microsecond=0)
+
+
 def day(n: int):
-    return timezone.now().replace(microsecond=0) + timedelta(days=n)
+    return BASE + timedelta(days=n)
 
 
 def errors_of(call) -> dict:
