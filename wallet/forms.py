@@ -1,3 +1,6 @@
+from collections.abc import Iterable
+from typing import Any
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -35,3 +38,85 @@ class RedemptionBatchForm(forms.Form):
         required=False,
         help_text=_("Leave empty for tokens that never expire."),
     )
+
+
+# What the history filter offers, in words a person uses, and the ledger kinds behind each.
+HISTORY_KINDS: dict[str, tuple[str, ...]] = {
+    "credit": ("topup", "redemption", "plan_grant", "staff_credit"),
+    "charge": ("charge", "capture"),
+    "refund": ("refund",),
+    "expiry": ("expiry",),
+    "hold": ("hold", "release"),
+}
+HISTORY_MAX_DAYS = 366 * 5
+
+
+class HistoryFilterForm(forms.Form):
+    """The wallet page's GET parameters. Every field is optional; an unknown value is a form
+    error shown on the page, never a server error."""
+
+    date_from = forms.DateField(
+        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    kind = forms.ChoiceField(
+        label=_("Kind"),
+        required=False,
+        choices=[
+            ("", _("All")),
+            ("credit", _("Credits")),
+            ("charge", _("Charges")),
+            ("refund", _("Refunds")),
+            ("expiry", _("Expiries")),
+            ("hold", _("Holds and releases")),
+        ],
+    )
+    app = forms.TypedChoiceField(label=_("App"), required=False, coerce=int, empty_value=None)
+    model = forms.ChoiceField(label=_("Model"), required=False)
+    range = forms.TypedChoiceField(
+        label=_("Chart range"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("30", _("30 days")), ("90", _("90 days"))],
+    )
+    group = forms.ChoiceField(
+        label=_("Chart by"),
+        required=False,
+        choices=[("app", _("App")), ("model", _("Model"))],
+    )
+
+    def __init__(self, *args: Any, apps: Iterable[Any], models: Iterable[str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.apps = {app.pk: app for app in apps}
+        app_field = self.fields["app"]
+        model_field = self.fields["model"]
+        assert isinstance(app_field, forms.ChoiceField)
+        assert isinstance(model_field, forms.ChoiceField)
+        app_field.choices = [("", _("All"))] + [
+            (str(pk), app.name or app.client_id) for pk, app in self.apps.items()
+        ]
+        model_field.choices = [("", _("All"))] + [(name, name) for name in models]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end:
+            if start > end:
+                self.add_error("date_to", _("The end date must not be before the start date."))
+            elif (end - start).days > HISTORY_MAX_DAYS:
+                self.add_error("date_to", _("Choose a range of at most five years."))
+        return data
+
+    def history_filters(self) -> dict[str, Any]:
+        """Keyword arguments for selectors.history_list (call after is_valid())."""
+        data = self.cleaned_data
+        return {
+            "date_from": data.get("date_from"),
+            "date_to": data.get("date_to"),
+            "kinds": HISTORY_KINDS.get(data.get("kind") or "", ()),
+            "app": self.apps.get(data["app"]) if data.get("app") else None,
+            "model": data.get("model") or "",
+        }

@@ -1,14 +1,24 @@
 """Reads of the wallet. Nothing here writes."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Application
 from wallet import services
-from wallet.models import Bucket, Charge, Hold, LedgerAccount
+from wallet.models import (
+    Bucket,
+    Charge,
+    Hold,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+)
 
 
 @dataclass(frozen=True)
@@ -80,3 +90,122 @@ def hold_get(*, hold_id: int, app: Application) -> Hold | None:
 
 def charge_get(*, charge_id: int, app: Application) -> Charge | None:
     return Charge.objects.filter(pk=charge_id, app=app).select_related("price__model").first()
+
+
+# ---------------------------------------------------------------------------------------------
+# The wallet page: history and spending over time
+
+
+def history_list(
+    *,
+    user: User,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    kinds: Iterable[str] = (),
+    app: Application | None = None,
+    model: str = "",
+) -> QuerySet[LedgerTransaction]:
+    """The ledger transactions that moved the user's wallet or holds, newest first, each
+    annotated with ``balance_change`` (spendable wallet) and ``held_change`` (holds in
+    flight). Dates are UTC calendar days, both ends included."""
+    account_ids = dict(
+        LedgerAccount.objects.filter(user=user, kind__in=LedgerAccount.USER_KINDS).values_list(
+            "kind", "pk"
+        )
+    )
+    if not account_ids:
+        return LedgerTransaction.objects.none()
+    wallet_id = account_ids.get(LedgerAccount.Kind.WALLET)
+    holds_id = account_ids.get(LedgerAccount.Kind.HOLDS)
+    mine = LedgerEntry.objects.filter(account_id__in=account_ids.values()).values("transaction_id")
+    transactions = LedgerTransaction.objects.filter(pk__in=mine)
+    if date_from is not None:
+        transactions = transactions.filter(
+            created_at__gte=datetime.combine(date_from, time.min, tzinfo=UTC)
+        )
+    if date_to is not None:
+        transactions = transactions.filter(
+            created_at__lt=datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC)
+        )
+    kinds = list(kinds)
+    if kinds:
+        transactions = transactions.filter(kind__in=kinds)
+    if app is not None:
+        transactions = transactions.filter(metadata__app=app.pk)
+    if model:
+        transactions = transactions.filter(metadata__model=model)
+    return transactions.annotate(
+        balance_change=Coalesce(
+            Sum("entries__amount", filter=Q(entries__account_id=wallet_id)), Value(0)
+        ),
+        held_change=Coalesce(
+            Sum("entries__amount", filter=Q(entries__account_id=holds_id)), Value(0)
+        ),
+    ).order_by("-created_at", "-pk")
+
+
+def history_apps(*, user: User) -> QuerySet[Application]:
+    """The apps that ever held or charged the user's tokens (the history filter's choices)."""
+    used = set(Charge.objects.filter(user=user).values_list("app_id", flat=True))
+    used |= set(Hold.objects.filter(user=user).values_list("app_id", flat=True))
+    return Application.objects.filter(pk__in=used).order_by("name", "pk")
+
+
+def history_models(*, user: User) -> list[str]:
+    """Names of the models the user was charged for (the history filter's choices)."""
+    return sorted(
+        set(Charge.objects.filter(user=user).values_list("price__model__name", flat=True))
+    )
+
+
+@dataclass(frozen=True)
+class SpendingSeries:
+    """Charged tokens (net of refunds) per period and per group (an app or a model)."""
+
+    periods: list[date]  # the first day of each period, oldest first
+    period_days: int  # 1 (daily) or 7 (weekly)
+    groups: list[str]  # group labels, largest total first
+    values: dict[str, list[int]]  # group label -> one integer per period
+    totals: list[int]  # per period, all groups
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals)
+
+
+def spending_series(
+    *, user: User, days: int, group_by: str, now: datetime | None = None
+) -> SpendingSeries:
+    """What the user's apps charged over the last ``days`` UTC days (today included), per
+    day, or per 7-day period for ranges longer than 31 days, grouped by app (``group_by=
+    "app"``) or model (``"model"``). Integers only."""
+    now = (now or timezone.now()).astimezone(UTC)
+    period_days = 1 if days <= 31 else 7
+    count = -(-days // period_days)
+    last = now.date()
+    first = last - timedelta(days=count * period_days - 1)
+    periods = [first + timedelta(days=i * period_days) for i in range(count)]
+    label_field = "app__name" if group_by == "app" else "price__model__name"
+    rows = (
+        Charge.objects.filter(
+            user=user, created_at__gte=datetime.combine(first, time.min, tzinfo=UTC)
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=UTC), label=F(label_field))
+        .values("day", "label")
+        .annotate(net=Sum(F("amount") - F("refunded_amount")))
+    )
+    values: dict[str, list[int]] = {}
+    for row in rows:
+        net = int(row["net"] or 0)
+        if net <= 0:
+            continue
+        index = (row["day"] - first).days // period_days
+        if not 0 <= index < count:
+            continue
+        label = row["label"] or "—"
+        values.setdefault(label, [0] * count)[index] += net
+    groups = sorted(values, key=lambda label: (-sum(values[label]), label))
+    totals = [sum(values[label][i] for label in groups) for i in range(count)]
+    return SpendingSeries(
+        periods=periods, period_days=period_days, groups=groups, values=values, totals=totals
+    )

@@ -6,6 +6,7 @@ app_name = "wallet"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("history.csv", views.history_csv, name="history_csv"),
     path("redeem/", views.redeem, name="redeem"),
     path("webhooks/<slug:provider>/", views.payment_webhook, name="payment_webhook"),
 ]

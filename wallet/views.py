@@ -1,8 +1,15 @@
 """Wallet pages and the payment webhook. Thin: they validate input and call services."""
 
+import csv
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -10,22 +17,132 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
 from wallet import selectors, services
+from wallet.charts import spending_chart_svg
 from wallet.exceptions import CodeNotRedeemable, InvalidRequest, PaymentRejected, TooManyAttempts
-from wallet.forms import RedeemForm
+from wallet.forms import HistoryFilterForm, RedeemForm
 from wallet.payments import payment_provider_get
+
+HISTORY_PAGE_SIZE = 25
+
+
+def _history_form(request: HttpRequest, user: User) -> HistoryFilterForm:
+    return HistoryFilterForm(
+        request.GET,
+        apps=selectors.history_apps(user=user),
+        models=selectors.history_models(user=user),
+    )
+
+
+def _history_row(transaction: Any, app_names: dict[int, str]) -> dict[str, Any]:
+    metadata = transaction.metadata or {}
+    app_id = metadata.get("app")
+    return {
+        "created_at": transaction.created_at,
+        "kind": transaction.kind,
+        "kind_display": transaction.get_kind_display(),
+        "app": app_names.get(app_id, "") if isinstance(app_id, int) else "",
+        "model": metadata.get("model", "") if isinstance(metadata.get("model"), str) else "",
+        "balance_change": transaction.balance_change,
+        "held_change": transaction.held_change,
+    }
 
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    """The user's balance, what is held, the buckets in the order they will be spent, and
-    the latest charges."""
+    """The user's balance, its buckets in spending order with their expiry, a chart of what
+    apps charged over time, and the filtered, paginated history of every movement."""
     assert isinstance(request.user, User)
+    user = request.user
+    form = _history_form(request, user)
+    page = None
+    rows: list[dict[str, Any]] = []
+    chart_range, chart_group = 30, "app"
+    if form.is_valid():
+        chart_range = form.cleaned_data.get("range") or 30
+        chart_group = form.cleaned_data.get("group") or "app"
+        history = selectors.history_list(user=user, **form.history_filters())
+        page = Paginator(history, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+        app_names = {pk: app.name or app.client_id for pk, app in form.apps.items()}
+        rows = [_history_row(transaction, app_names) for transaction in page.object_list]
+    series = selectors.spending_series(user=user, days=chart_range, group_by=chart_group)
+    group_label = _("app") if chart_group == "app" else _("model")
+    chart = spending_chart_svg(
+        series=series,
+        title=_("Tokens spent per %(period)s by %(group)s, last %(days)s days")
+        % {
+            "period": _("day") if series.period_days == 1 else _("week"),
+            "group": group_label,
+            "days": chart_range,
+        },
+        description=_("%(total)s tokens in total.") % {"total": series.total},
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
     context = {
-        "summary": selectors.wallet_summary(user=request.user),
-        "buckets": selectors.bucket_list(user=request.user)[:50],
-        "charges": selectors.charge_list(user=request.user)[:20],
+        "summary": selectors.wallet_summary(user=user),
+        "buckets": selectors.bucket_list(user=user)[:50],
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "query": query.urlencode(),
+        "chart": chart,
+        "series": series,
+        "chart_range": chart_range,
+        "chart_group": chart_group,
     }
     return render(request, "wallet/overview.html", context)
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+@login_required
+def history_csv(request: HttpRequest) -> HttpResponseBase:
+    """The filtered history as CSV (streamed): UTC ISO timestamps and integer amounts."""
+    assert isinstance(request.user, User)
+    user = request.user
+    form = _history_form(request, user)
+    if not form.is_valid():
+        return JsonResponse(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "message": _("Some filters are not valid."),
+                    "details": form.errors.get_json_data(),
+                }
+            },
+            status=400,
+        )
+    history = selectors.history_list(user=user, **form.history_filters())
+    app_names = {pk: app.name or app.client_id for pk, app in form.apps.items()}
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(
+            ["created_at", "kind", "app", "model", "balance_change", "held_change", "reference"]
+        )
+        for transaction in history.iterator(chunk_size=500):
+            row = _history_row(transaction, app_names)
+            yield writer.writerow(
+                [
+                    transaction.created_at.astimezone(UTC).isoformat(),
+                    row["kind"],
+                    row["app"],
+                    row["model"],
+                    int(row["balance_change"]),
+                    int(row["held_change"]),
+                    transaction.reference,
+                ]
+            )
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="wallet-history.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
