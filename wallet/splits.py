@@ -9,7 +9,9 @@ version)."""
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from partners.agreements import selectors as agreement_selectors
@@ -32,6 +34,36 @@ class Split(list[Leg]):
         self.lines = lines
 
 
+class SplitContext:
+    """What the splits of one batch share, inside its single transaction: the agreements in
+    force per (app, model), the partner and platform accounts, the advisory locks (taken once)
+    and the month's tallies. The single path reads a tally back from the SplitLine rows it has
+    just written; a batch writes its lines at the end, so it carries each tally forward here,
+    record after record, and the arithmetic is the same as charging the records one by one."""
+
+    def __init__(self) -> None:
+        self.in_force: dict[tuple[Any, ...], Any] = {}
+        self.locked: set[int] = set()
+        self.tallies: dict[tuple[int, str, str], int] = {}
+        self.payables: dict[int, LedgerAccount] = {}
+        self.revenue: LedgerAccount | None = None
+
+    def tally(self, *, agreement_id: int, role: str, since: datetime, field_name: str) -> int:
+        key = (agreement_id, role, field_name)
+        if key not in self.tallies:
+            self.tallies[key] = agreement_selectors.agreement_period_tally(
+                agreement_id=agreement_id, role=role, since=since, field_name=field_name
+            )
+        return self.tallies[key]
+
+    def count(self, lines: list[agreement_services.SplitLineDraft]) -> None:
+        for line in lines:
+            for field_name, value in (("amount", line.amount), ("gross", line.gross)):
+                key = (line.agreement.pk, line.role, field_name)
+                if key in self.tallies:
+                    self.tallies[key] += value
+
+
 def _month_start(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
@@ -43,29 +75,38 @@ def capture_split(
     amount: int,
     usage: Usage | None = None,
     at: datetime | None = None,
+    context: SplitContext | None = None,
 ) -> Split:
     """Split ``amount`` between the model vendor (capability purchase), co-builders of the
     model's capacity, the app's partner (revenue share) and the platform's revenue.
 
     Takes a transaction-scoped advisory lock on each agreement with a volume tier or a
     commitment, so that concurrent captures count the month's volume one after the other.
-    Must run inside the capture's transaction."""
+    Must run inside the capture's transaction. A batch passes one ``context`` for all its
+    records (same transaction, same ``at``)."""
     at = at or timezone.now()
+    context = context or SplitContext()
     usage = usage or Usage(0, 0, 0)
     if amount <= 0:
         return Split([], [])
     model = price.model
-    in_force = agreement_selectors.agreements_in_force(
-        app_id=app.pk,
-        app_partner_id=app.partner_id,
-        model_name=model.name,
-        model_vendor_id=model.vendor_id,
-        at=at,
-    )
+    found_key = (app.pk, app.partner_id, model.name, model.vendor_id)
+    if found_key not in context.in_force:
+        context.in_force[found_key] = agreement_selectors.agreements_in_force(
+            app_id=app.pk,
+            app_partner_id=app.partner_id,
+            model_name=model.name,
+            model_vendor_id=model.vendor_id,
+            at=at,
+        )
+    in_force = context.in_force[found_key]
     counted = [a for a in in_force.cobuilding if a.committed_amount is not None]
     if in_force.app_share is not None and in_force.app_share.tiers:
         counted.append(in_force.app_share)
-    agreement_services.split_lock(agreement_ids=[a.pk for a in counted])
+    to_lock = sorted({a.pk for a in counted} - context.locked)
+    if to_lock:
+        agreement_services.split_lock(agreement_ids=to_lock)
+        context.locked.update(to_lock)
     since = _month_start(at)
     tokens = {
         "input_tokens": usage.input_tokens,
@@ -89,7 +130,7 @@ def capture_split(
     for agreement in in_force.cobuilding:
         cost = tokens_cost(**tokens, **prices(agreement))
         if agreement.committed_amount is not None:
-            used = agreement_selectors.agreement_period_tally(
+            used = context.tally(
                 agreement_id=agreement.pk, role=Role.COBUILD_COST, since=since, field_name="amount"
             )
             cost = min(cost, max(0, agreement.committed_amount - used))
@@ -98,7 +139,7 @@ def capture_split(
         share = in_force.app_share
         spent = 0
         if share.tiers:
-            spent = agreement_selectors.agreement_period_tally(
+            spent = context.tally(
                 agreement_id=share.pk, role=Role.APP_SHARE, since=since, field_name="gross"
             )
         wanted.append(
@@ -134,10 +175,15 @@ def capture_split(
             )
         )
         if share_amount:
-            legs.append((partner_payable_account(agreement.partner), share_amount))
+            if agreement.partner_id not in context.payables:
+                context.payables[agreement.partner_id] = partner_payable_account(agreement.partner)
+            legs.append((context.payables[agreement.partner_id], share_amount))
+    context.count(lines)
     remainder = amount - sum(paid)
     if remainder:
-        legs.append((system_account(LedgerAccount.Kind.PLATFORM_REVENUE), remainder))
+        if context.revenue is None:
+            context.revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+        legs.append((context.revenue, remainder))
     return Split(legs, lines)
 
 
@@ -150,3 +196,30 @@ def capture_split_record(*, split: list[Leg], ledger_tx: LedgerTransaction) -> N
             posted_at=ledger_tx.created_at,
             lines=[replace(line) for line in lines],
         )
+
+
+def capture_splits_record(*, pairs: list[tuple[list[Leg], LedgerTransaction]]) -> None:
+    """``capture_split_record`` for many postings of one batch, in one INSERT: the same
+    SplitLine rows (fields as ``split_lines_record`` writes them)."""
+    assert transaction.get_connection().in_atomic_block, "split lines go with their posting"
+    rows = [
+        SplitLine(
+            ledger_transaction_id=ledger_tx.pk,
+            posted_at=ledger_tx.created_at,
+            partner_id=line.partner_id,
+            role=line.role,
+            agreement=line.agreement,
+            agreement_version=line.agreement.version,
+            app_id=line.app_id,
+            model_name=line.model_name,
+            gross=line.gross,
+            amount=line.amount,
+            input_tokens=line.input_tokens,
+            cached_input_tokens=line.cached_input_tokens,
+            output_tokens=line.output_tokens,
+        )
+        for split, ledger_tx in pairs
+        for line in getattr(split, "lines", [])
+    ]
+    if rows:
+        SplitLine.objects.bulk_create(rows)

@@ -277,7 +277,9 @@ class UsageBatchView(WalletApiView):
         batch charges nothing twice."""
         batch_key = self.idempotency_key()
         records = self.validated(s.BatchSerializer, request.data)["records"]
-        results = []
+        results: list[dict[str, Any]] = []
+        to_charge: list[tuple[str, dict[str, Any]]] = []
+        positions: list[int] = []
         for index, raw in enumerate(records):
             record = s.BatchRecordSerializer(data=raw)
             key = (
@@ -285,6 +287,7 @@ class UsageBatchView(WalletApiView):
             )
             key = key or f"{batch_key}#{index}"
             result: dict[str, Any] = {"index": index, "idempotency_key": key}
+            results.append(result)
             if not record.is_valid():
                 result |= {
                     "status": "error",
@@ -295,22 +298,26 @@ class UsageBatchView(WalletApiView):
                         "details": record.errors,
                     },
                 }
-                results.append(result)
                 continue
             data = dict(record.validated_data)
             data.pop("idempotency_key", None)
-            try:
-                charge = services.wallet_charge(
-                    user=self.user, app=self.app, idempotency_key=key, **data
-                )
-            except WalletError as error:
-                result |= {"status": "error", "charge": None, "error": error_body(error)}
+            to_charge.append((key, data))
+            positions.append(index)
+        # The valid records are charged together, in one transaction, each with its own
+        # outcome (see services.wallet_usage_batch_charge).
+        outcomes = (
+            services.wallet_usage_batch_charge(user=self.user, app=self.app, records=to_charge)
+            if to_charge
+            else []
+        )
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, WalletError):
+                results[index] |= {"status": "error", "charge": None, "error": error_body(outcome)}
             else:
-                result |= {
+                results[index] |= {
                     "status": "charged",
-                    "charge": s.ChargeSerializer(charge).data,
+                    "charge": s.ChargeSerializer(outcome).data,
                     "error": None,
                 }
-            results.append(result)
         charged = sum(1 for r in results if r["status"] == "charged")
         return Response({"charged": charged, "failed": len(results) - charged, "results": results})
