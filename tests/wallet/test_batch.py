@@ -1,0 +1,276 @@
+"""The set-based usage batch (services.wallet_usage_batch_charge): every record gets the outcome
+it would get if charged on its own in order, in one transaction with a bounded number of
+queries, and concurrent batches on one wallet neither overdraw it nor charge a key twice."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.utils import timezone
+
+from partners.agreements import services as agreements
+from partners.agreements.models import Agreement, SplitLine
+from tests.factories import PartnerFactory, PriceFactory, UserFactory, WalletAppFactory
+from tests.wallet.conftest import balance, fund, new_key
+from wallet import services
+from wallet.audit import wallet_audit_run
+from wallet.exceptions import (
+    AllowanceExceeded,
+    IdempotencyConflict,
+    InsufficientBalance,
+    InvalidRequest,
+    UnknownModel,
+)
+from wallet.ledger import system_account
+from wallet.models import Bucket, Charge, IdempotencyKey, LedgerAccount, LedgerEntry
+
+
+def usage(model="gpt-test", i=0, c=0, o=0):
+    return {"model": model, "input_tokens": i, "cached_input_tokens": c, "output_tokens": o}
+
+
+def batch(user, app, records):
+    return services.wallet_usage_batch_charge(user=user, app=app, records=records)
+
+
+def agreements_for(*, app_partner, vendor, model_name):
+    """A tiered revenue share, a capability purchase and a co-building commitment with a
+    share: every tally that a record carries to the next one."""
+    since = timezone.now() - timedelta(days=40)
+    agreements.agreement_create(
+        partner_id=app_partner.pk,
+        kind=Agreement.Kind.REVENUE_SHARE,
+        share_bps=7000,
+        tiers=[{"from": 1500, "bps": 8500}],
+        effective_from=since,
+    )
+    agreements.agreement_create(
+        partner_id=vendor.pk,
+        kind=Agreement.Kind.CAPABILITY_PURCHASE,
+        model_name=model_name,
+        input_per_million=100_000,
+        output_per_million=200_000,
+        effective_from=since,
+    )
+    builder = PartnerFactory()
+    agreements.agreement_create(
+        partner_id=builder.pk,
+        kind=Agreement.Kind.CO_BUILDING,
+        model_name=model_name,
+        input_per_million=50_000,
+        output_per_million=50_000,
+        committed_amount=120,
+        share_bps=300,
+        effective_from=since,
+    )
+
+
+@pytest.mark.django_db
+def test_a_batch_splits_exactly_as_the_same_charges_one_by_one():
+    amounts = [(1000, 0), (777, 33), (1000, 10), (5, 0), (2000, 1)]
+    worlds = []
+    for name in ("one-by-one", "batched"):
+        app_partner, vendor = PartnerFactory(), PartnerFactory()
+        PriceFactory(model__name=name, model__vendor=vendor)
+        agreements_for(app_partner=app_partner, vendor=vendor, model_name=name)
+        user = UserFactory()
+        fund(user, 100_000)
+        worlds.append((WalletAppFactory(partner=app_partner), user, name))
+
+    (app1, user1, m1), (app2, user2, m2) = worlds
+    single = [
+        services.wallet_charge(
+            user=user1,
+            app=app1,
+            model=m1,
+            input_tokens=i,
+            cached_input_tokens=0,
+            output_tokens=o,
+            idempotency_key=new_key(),
+        )
+        for i, o in amounts
+    ]
+    batched = batch(user2, app2, [(new_key(), usage(m2, i=i, o=o)) for i, o in amounts])
+
+    assert [c.amount for c in batched] == [c.amount for c in single]
+    assert [[share for _pk, share in c.split] for c in batched] == [
+        [share for _pk, share in c.split] for c in single
+    ]
+
+    def lines(app):
+        rows = SplitLine.objects.filter(app_id=app.pk).order_by("ledger_transaction_id", "pk")
+        return [(r.role, r.gross, r.amount, r.agreement_version) for r in rows]
+
+    assert lines(app2) == lines(app1)
+    assert len(lines(app2)) == 4 * len(amounts)
+    assert balance(user2) == balance(user1)
+    for charge in batched:
+        legs = LedgerEntry.objects.filter(transaction_id=charge.transaction_id)
+        assert legs.aggregate(t=Sum("amount"))["t"] == 0
+        assert charge.price.model.name == m2
+    assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db
+def test_each_record_gets_its_own_outcome(user, app, price):
+    fund(user, 1000)
+    services.allowance_set(user=user, app=app, monthly_limit=900)
+    earlier = services.wallet_charge(
+        user=user,
+        app=app,
+        model="gpt-test",
+        input_tokens=100,
+        cached_input_tokens=0,
+        output_tokens=0,
+        idempotency_key="earlier",
+    )
+    records = [
+        ("earlier", usage(i=100)),  # replay of a charge made before: the same charge
+        ("conflict", usage(i=1)),
+        ("a", usage(i=300)),
+        ("unknown", usage("no-such-model", i=1)),
+        ("bad", usage(i=-1)),
+        ("too-much-for-allowance", usage(i=600)),
+        ("b", usage(i=400)),
+        ("a", usage(i=300)),  # the same key twice in a batch: the same charge
+        ("a", usage(i=301)),  # ... or a conflict with another body
+        ("", usage(i=1)),
+    ]
+    IdempotencyKey.objects.create(app=app, key="conflict", operation="charge", request_hash="x")
+
+    outcomes = batch(user, app, records)
+
+    assert outcomes[0] == earlier
+    assert isinstance(outcomes[1], IdempotencyConflict)
+    assert isinstance(outcomes[2], Charge) and outcomes[2].amount == 300
+    assert isinstance(outcomes[3], UnknownModel)
+    assert isinstance(outcomes[4], InvalidRequest)
+    assert isinstance(outcomes[5], AllowanceExceeded)
+    assert outcomes[5].details == {"monthly_limit": 900, "used": 400, "requested": 600}
+    assert isinstance(outcomes[6], Charge) and outcomes[6].amount == 400
+    assert outcomes[7] == outcomes[2]
+    assert isinstance(outcomes[8], IdempotencyConflict)
+    assert isinstance(outcomes[9], InvalidRequest)
+    assert balance(user) == 200
+    # A failed record stores nothing: its key may be used again.
+    assert not IdempotencyKey.objects.filter(app=app, key="too-much-for-allowance").exists()
+    assert IdempotencyKey.objects.get(app=app, key="b").result == {"charge": outcomes[6].pk}
+    services.allowance_set(user=user, app=app, monthly_limit=10_000)
+    fund(user, 1000)
+    (retried,) = batch(user, app, [("too-much-for-allowance", usage(i=600))])
+    assert isinstance(retried, Charge)
+    (short,) = batch(user, app, [(new_key(), usage(i=601))])
+    assert isinstance(short, InsufficientBalance)
+    assert short.details == {"available": 600, "required": 601}
+    assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db
+def test_records_draw_the_soonest_expiring_bucket_first(user, app, price):
+    fund(user, 100)  # never expires
+    later = fund(user, 100, expires_at=timezone.now() + timedelta(days=9))
+    sooner = fund(user, 50, expires_at=timezone.now() + timedelta(days=1))
+    expired = fund(user, 70, expires_at=timezone.now() + timedelta(days=1))
+    Bucket.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    outcomes = batch(user, app, [(new_key(), usage(i=40)), (new_key(), usage(i=40))])
+
+    assert all(isinstance(o, Charge) for o in outcomes)
+    remaining = dict(Bucket.objects.values_list("pk", "remaining"))
+    assert remaining[sooner.pk] == 0
+    assert remaining[later.pk] == 70
+    assert remaining[expired.pk] == 0  # moved to breakage, never spent
+    assert balance(user) == 170
+    assert system_account(LedgerAccount.Kind.BREAKAGE).balance == 70
+    assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db
+def test_a_full_batch_takes_a_bounded_number_of_queries(
+    user, app, price, django_assert_max_num_queries
+):
+    fund(user, 100_000)
+    records = [(f"q{i}", usage(i=10)) for i in range(1000)]
+    with django_assert_max_num_queries(40):
+        outcomes = batch(user, app, records)
+    assert sum(isinstance(o, Charge) for o in outcomes) == 1000
+    assert balance(user) == 90_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_on_one_wallet_never_overdraw_nor_charge_a_key_twice():
+    user = UserFactory()
+    app = WalletAppFactory()
+    PriceFactory(model__name="gpt-test", input_per_million=1_000_000)
+    fund(user, 1000)
+    fund(user, 500, expires_at=timezone.now() + timedelta(days=1))
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def work(n: int):
+        try:
+            barrier.wait(timeout=30)
+            # Overlapping keys in different orders: the same record reaches several batches.
+            keys = [f"k{(n + j) % 12}" for j in range(6)]
+            if n % 2:
+                keys.reverse()
+            return batch(user, app, [(key, usage(i=100)) for key in keys])
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(work, range(workers)))
+
+    charges = Charge.objects.filter(user=user)
+    assert charges.count() == 12  # each of the 12 keys charged exactly once
+    assert balance(user) == 1500 - 1200
+    by_key = {}
+    for outcomes in results:
+        for outcome in outcomes:
+            assert isinstance(outcome, Charge)
+            by_key.setdefault(outcome.pk, 0)
+    assert set(by_key) == set(charges.values_list("pk", flat=True))
+    assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_and_single_charges_stop_at_zero():
+    user = UserFactory()
+    app = WalletAppFactory()
+    PriceFactory(model__name="gpt-test", input_per_million=1_000_000)
+    fund(user, 2000)
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def work(n: int):
+        try:
+            barrier.wait(timeout=30)
+            if n % 2:
+                try:
+                    services.wallet_charge(
+                        user=user,
+                        app=app,
+                        model="gpt-test",
+                        input_tokens=100,
+                        cached_input_tokens=0,
+                        output_tokens=0,
+                        idempotency_key=f"s{n}",
+                    )
+                    return 1
+                except InsufficientBalance:
+                    return 0
+            outcomes = batch(user, app, [(f"b{n}-{j}", usage(i=100)) for j in range(8)])
+            return sum(isinstance(o, Charge) for o in outcomes)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        charged = sum(pool.map(work, range(workers)))
+
+    assert charged == 20
+    assert balance(user) == 0
+    assert Charge.objects.filter(user=user).count() == 20
+    assert wallet_audit_run().ok
