@@ -1,7 +1,9 @@
+import json
 from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 
@@ -120,3 +122,71 @@ class HistoryFilterForm(forms.Form):
             "app": self.apps.get(data["app"]) if data.get("app") else None,
             "model": data.get("model") or "",
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# Spending allowances (the consent page and the Connected apps page)
+
+WALLET_SCOPE = "wallet:charge"
+AUTHORIZATION_DETAILS_TYPE = "tokenpass_wallet"
+AUTHORIZATION_DETAILS_MAX_LENGTH = 2000
+
+
+class AllowanceForm(forms.Form):
+    monthly_allowance = forms.IntegerField(
+        label=_("Monthly spending limit (tokens)"),
+        min_value=0,
+        max_value=settings.WALLET_MAX_AMOUNT,
+        help_text=_("The most this app may take from your wallet per calendar month (UTC)."),
+        widget=forms.NumberInput(attrs={"inputmode": "numeric", "step": 1}),
+    )
+
+
+class AuthorizationDetailsError(ValueError):
+    """The request's ``authorization_details`` cannot be honoured (RFC 9396 §5:
+    invalid_authorization_details)."""
+
+
+def authorization_details_allowance(raw: str | None, *, scopes: Iterable[str]) -> int | None:
+    """The monthly limit asked for by an RFC 9396 ``authorization_details`` parameter, or
+    None when it carries no ``tokenpass_wallet`` entry. Entries of other types are refused,
+    since this server knows no other type. Raises AuthorizationDetailsError with a
+    description fit for the client."""
+    if raw is None or raw == "":
+        return None
+    if len(raw) > AUTHORIZATION_DETAILS_MAX_LENGTH:
+        raise AuthorizationDetailsError("authorization_details is too long.")
+    try:
+        details = json.loads(raw)
+    except ValueError:
+        raise AuthorizationDetailsError("authorization_details is not valid JSON.") from None
+    if not isinstance(details, list) or not all(isinstance(item, dict) for item in details):
+        raise AuthorizationDetailsError("authorization_details must be a JSON array of objects.")
+    limit: int | None = None
+    for item in details:
+        kind = item.get("type")
+        if kind != AUTHORIZATION_DETAILS_TYPE:
+            raise AuthorizationDetailsError(f"Unknown authorization_details type: {kind!r}.")
+        if WALLET_SCOPE not in set(scopes):
+            raise AuthorizationDetailsError(
+                f"A {AUTHORIZATION_DETAILS_TYPE} entry needs the {WALLET_SCOPE} scope."
+            )
+        if limit is not None:
+            raise AuthorizationDetailsError(
+                f"Only one {AUTHORIZATION_DETAILS_TYPE} entry is allowed."
+            )
+        unknown = set(item) - {"type", "monthly_limit"}
+        if unknown:
+            raise AuthorizationDetailsError(
+                f"Unknown {AUTHORIZATION_DETAILS_TYPE} fields: {', '.join(sorted(unknown))}."
+            )
+        value = item.get("monthly_limit")
+        # bool is an int in Python; JSON true is not an amount.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise AuthorizationDetailsError("monthly_limit must be an integer.")
+        if not 0 <= value <= settings.WALLET_MAX_AMOUNT:
+            raise AuthorizationDetailsError(
+                f"monthly_limit must be between 0 and {settings.WALLET_MAX_AMOUNT}."
+            )
+        limit = value
+    return limit

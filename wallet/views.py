@@ -16,10 +16,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
+from partners.models import Consent
 from wallet import selectors, services
 from wallet.charts import spending_chart_svg
 from wallet.exceptions import CodeNotRedeemable, InvalidRequest, PaymentRejected, TooManyAttempts
-from wallet.forms import HistoryFilterForm, RedeemForm
+from wallet.forms import WALLET_SCOPE, AllowanceForm, HistoryFilterForm, RedeemForm
 from wallet.payments import payment_provider_get
 
 HISTORY_PAGE_SIZE = 25
@@ -165,6 +166,40 @@ def redeem(request: HttpRequest) -> HttpResponse:
             return redirect("wallet:redeem")
     summary = selectors.wallet_summary(user=request.user)
     return render(request, "wallet/redeem.html", {"form": form, "summary": summary})
+
+
+@login_required
+@require_POST
+def allowance_update(request: HttpRequest, client_id: str) -> HttpResponse:
+    """Change (or set to zero) the monthly limit of an app the user allowed to charge the
+    wallet, from the Connected apps page."""
+    assert isinstance(request.user, User)
+    consent = (
+        Consent.objects.filter(user=request.user, application__client_id=client_id)
+        .select_related("application")
+        .first()
+    )
+    if consent is None or WALLET_SCOPE not in consent.scope_set():
+        messages.error(request, _("That app cannot charge your wallet."))
+        return redirect("connected-apps")
+    form = AllowanceForm(request.POST)
+    if not form.is_valid():
+        for error in form.errors.get("monthly_allowance", []):
+            messages.error(request, str(error))
+        return redirect("connected-apps")
+    limit = form.cleaned_data["monthly_allowance"]
+    app = consent.application
+    services.allowance_set(user=request.user, app=app, monthly_limit=limit)
+    name = app.name or app.client_id
+    if limit == 0:
+        messages.success(request, _("%(app)s can no longer spend your tokens.") % {"app": name})
+    else:
+        messages.success(
+            request,
+            _("%(app)s may now spend up to %(limit)s tokens a month.")
+            % {"app": name, "limit": limit},
+        )
+    return redirect("connected-apps")
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:

@@ -16,6 +16,7 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.cache import cache
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -44,6 +45,14 @@ from partners.oauth.selectors import (
 )
 from partners.oauth.services import consent_record, consent_revoke, token_checksum
 from partners.oauth.tokens import issuer
+from wallet.forms import (
+    WALLET_SCOPE,
+    AllowanceForm,
+    AuthorizationDetailsError,
+    authorization_details_allowance,
+)
+from wallet.selectors import allowance_get
+from wallet.services import allowance_set
 
 # Longest value accepted per parameter; anything else is capped at DEFAULT_PARAM_LIMIT.
 PARAM_LIMITS = {
@@ -228,6 +237,18 @@ class AuthorizationView(dot_views.AuthorizationView):
                 error="invalid_request",
                 description="PKCE with code_challenge_method=S256 is required.",
             )
+        # The wallet's spending allowance, if the client asks for one (RFC 9396).
+        try:
+            requested_allowance = authorization_details_allowance(
+                request.GET.get("authorization_details"), scopes=scopes
+            )
+        except AuthorizationDetailsError as error:
+            return self._error_redirect(
+                credentials=credentials,
+                application=application,
+                error="invalid_authorization_details",
+                description=str(error),
+            )
         prompt = set(request.GET.get("prompt", "").split())
         if "none" in prompt and len(prompt) > 1:
             return self._error_redirect(
@@ -259,6 +280,14 @@ class AuthorizationView(dot_views.AuthorizationView):
             application=application,
             scopes=scopes,
         )
+        current_allowance = (
+            allowance_get(user=request.user, app=application).monthly_limit  # type: ignore[arg-type]
+            if WALLET_SCOPE in scopes
+            else None
+        )
+        if requested_allowance is not None and requested_allowance != current_allowance:
+            # A different limit than the one in force is a new request: the person decides.
+            consented = False
         if "none" in prompt:
             # Checked here as well as in the validator: oauthlib only runs its silent-login
             # hooks for OpenID requests, and prompt=none must never show a page or skip consent.
@@ -298,12 +327,17 @@ class AuthorizationView(dot_views.AuthorizationView):
             "claims": json.dumps(credentials["claims"]) if credentials.get("claims") else None,
         }
         form = self.get_form(self.get_form_class())
+        allowance_form = None
+        if current_allowance is not None:
+            initial = current_allowance if requested_allowance is None else requested_allowance
+            allowance_form = AllowanceForm(initial={"monthly_allowance": initial})
         return self.render_to_response(
             self.get_context_data(
                 form=form,
                 application=application,
                 partner=application.partner,
                 scope_items=scope_descriptions(scopes),
+                allowance_form=allowance_form,
             )
         )
 
@@ -319,16 +353,41 @@ class AuthorizationView(dot_views.AuthorizationView):
             return oauth_error_page(
                 request, error="invalid_client", description=_("Unknown application.")
             )
+        scopes = (form.cleaned_data.get("scope") or "").split()
+        monthly_allowance: int | None = None
+        if form.cleaned_data.get("allow") and WALLET_SCOPE in scopes:
+            allowance_form = AllowanceForm(request.POST)
+            if not allowance_form.is_valid():
+                # Nothing is issued or remembered until the limit is a valid amount.
+                return self.render_to_response(
+                    self.get_context_data(
+                        form=form,
+                        application=application,
+                        partner=application.partner,
+                        scope_items=scope_descriptions(scopes),
+                        allowance_form=allowance_form,
+                    ),
+                    status=400,
+                )
+            monthly_allowance = allowance_form.cleaned_data["monthly_allowance"]
         response = self.form_valid(form)
         location = response.get("Location", "") if response.status_code == 302 else ""
         returned = parse_qs(urlsplit(location).query)
         if form.cleaned_data.get("allow") and "code" in returned and "error" not in returned:
-            consent_record(
-                user=request.user,  # type: ignore[arg-type]
-                application=application,
-                scopes=(form.cleaned_data.get("scope") or "").split(),
-                request=request,
-            )
+            # The consent and the spending limit it came with are saved together.
+            with transaction.atomic():
+                consent_record(
+                    user=request.user,  # type: ignore[arg-type]
+                    application=application,
+                    scopes=scopes,
+                    request=request,
+                )
+                if monthly_allowance is not None:
+                    allowance_set(
+                        user=request.user,  # type: ignore[arg-type]
+                        app=application,
+                        monthly_limit=monthly_allowance,
+                    )
         return response
 
 
@@ -780,7 +839,19 @@ class RPInitiatedLogoutView(dot_views.RPInitiatedLogoutView):
 @never_cache
 def connected_apps(request: HttpRequest) -> HttpResponse:
     apps = connected_apps_for_user(user=request.user)  # type: ignore[arg-type]
-    return render(request, "partners/connected_apps.html", {"connected_apps": apps})
+    # Apps allowed to charge the wallet show their monthly limit and this month's spend.
+    rows = [
+        (
+            item,
+            allowance_get(user=request.user, app=item.application)  # type: ignore[arg-type]
+            if any(scope == WALLET_SCOPE for scope, _description in item.scopes)
+            else None,
+        )
+        for item in apps
+    ]
+    return render(
+        request, "partners/connected_apps.html", {"connected_apps": apps, "connected_rows": rows}
+    )
 
 
 @login_required
