@@ -1,25 +1,40 @@
-"""One-shot charges per second through wallet_charge on PostgreSQL, and what contention
-costs.
+"""Wallet charging throughput: through the HTTP API under gunicorn on PostgreSQL, beside the
+floor of the same ledger writes done by plain SQL.
 
-Scenarios (each runs for --seconds, on real threads, each with its own connection):
-  * 1 thread charging 1 wallet (the uncontended figure);
-  * N threads charging N different wallets (parallel users);
-  * N threads charging the same wallet (one user's charges serialize on its lock).
-Printed: charges/s, database queries per charge, and ratios to the uncontended figure.
-Every scenario ends with the ledger audit, which must pass.
+Default (HTTP) run, all on 127.0.0.1, each phase bounded by --seconds:
+  * spread: --clients keep-alive clients, each charging its own user's wallet with
+    POST /api/wallet/charges/ (one request = one charge);
+  * hot: the same clients all charging ONE wallet;
+  * batch: the clients posting 1,000-record POST /api/wallet/usage/batch/ requests, each
+    client on its own wallet;
+and, for each, the floor: the same rows (idempotency key, ledger transaction, its two entries,
+charge) and the same balance and bucket UPDATEs, written by plain SQL through psycopg from the
+same number of threads (single charges: one transaction each, the wallet row locked first;
+batch: one transaction per 1,000 records, rows sent with COPY, one UPDATE per balance).
+The app has no partner agreements, so a charge's split is one platform-revenue leg.
+Printed: rates, API / floor ratios, hot / spread; the ledger audit must pass at the end.
 
-    .venv/bin/python bench/wallet/run.py [--seconds 5] [--threads 4]
+    .venv/bin/python bench/wallet/run.py [--seconds 10] [--clients 8] [--workers N]
+    .venv/bin/python bench/wallet/run.py --in-process [--seconds 5] [--threads 4]
 
-Only 127.0.0.1 is contacted; every loop is bounded in time.
+gunicorn runs config.settings.production (DEBUG off, persistent connections) against its own
+database, tokenpass_bench_wallet, recreated each run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
+from http.client import HTTPConnection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,11 +152,7 @@ def scenario(name: str, *, threads: int, same_wallet: bool, seconds: float) -> f
     return rate
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=4)
-    args = parser.parse_args()
+def in_process_main(args: argparse.Namespace) -> None:
     prepare()
     n = args.threads
     one = scenario("1 thread, 1 wallet", threads=1, same_wallet=True, seconds=args.seconds)
@@ -149,6 +160,323 @@ def main() -> None:
     same = scenario(f"{n} threads, 1 wallet", threads=n, same_wallet=True, seconds=args.seconds)
     print(f"parallel users / uncontended:      {many / one:5.2f}")
     print(f"one contended wallet / uncontended: {same / one:5.2f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP run
+
+SEED_SCRIPT = """
+import json
+from django.conf import settings
+from django.utils import timezone
+from datetime import timedelta
+from oauth2_provider.models import AccessToken
+from accounts.models import User
+from partners.models import Application, Partner
+from wallet import services
+from wallet.ledger import system_account
+from wallet.models import Bucket, LedgerAccount, Price, PriceModel
+
+partner = Partner.objects.create(name="Bench partner", status="active")
+app = Application.objects.create(
+    name="Bench app", partner=partner, client_type="confidential",
+    authorization_grant_type="authorization-code", redirect_uris="https://bench.example/cb",
+)
+model = PriceModel.objects.create(name="bench-model", vendor=partner, context_window=128000)
+price = Price.objects.create(
+    model=model, effective_from=timezone.now() - timedelta(days=1), input_per_million=1000000,
+    cached_input_per_million=100000, output_per_million=2000000,
+)
+users = []
+for i in range({users}):
+    user = User.objects.create_user(phone="+8613%09d" % (700000000 + i), password=None)
+    services.wallet_topup_credit(
+        provider="bench", provider_transaction_id="seed-%d" % i, user=user, amount=10**13
+    )
+    services.allowance_set(user=user, app=app, monthly_limit=settings.WALLET_MAX_AMOUNT)
+    token = "bench-wallet-token-%d-%s" % (i, "x" * 24)
+    AccessToken.objects.create(
+        user=user, application=app, token=token, scope="wallet:charge",
+        expires=timezone.now() + timedelta(hours=2),
+    )
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    bucket = Bucket.objects.get(wallet=wallet)
+    users.append({{"id": user.pk, "token": token, "wallet": wallet.pk, "bucket": bucket.pk}})
+revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+with open({out!r}, "w") as handle:
+    json.dump({{"app": app.pk, "price": price.pk, "revenue": revenue.pk, "users": users}}, handle)
+"""
+
+RECORD = {"model": "bench-model", "input_tokens": 1000, "output_tokens": 100}
+COST = 1000 + 200  # 1 token per input token, 2 per output token
+BATCH = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "SECRET_KEY": "bench-" + "k" * 60,
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "SITE_URL": "https://127.0.0.1",
+            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
+            "CONN_MAX_AGE": "600",
+            "SECURE_SSL_REDIRECT": "false",
+            "SECURE_HSTS_SECONDS": "0",
+            "CELERY_BROKER_URL": "memory://",
+            "CELERY_TASK_ALWAYS_EAGER": "true",
+            "OIDC_KEYS_GENERATE": "true",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def wait_for_http(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}")
+
+
+def drive(port: int, tokens: list[str], *, batch: bool, seconds: float) -> tuple[float, int]:
+    """One thread per token, keep-alive, until the deadline. Returns (charges per second,
+    failed requests or records)."""
+    charged = [0] * len(tokens)
+    failed = [0] * len(tokens)
+    barrier = threading.Barrier(len(tokens))
+    deadline = [0.0]
+    body = json.dumps({"records": [RECORD] * BATCH} if batch else RECORD)
+    path = "/api/wallet/usage/batch/" if batch else "/api/wallet/charges/"
+
+    def work(i: int) -> None:
+        conn = HTTPConnection("127.0.0.1", port, timeout=300)
+        headers = {
+            "Authorization": f"Bearer {tokens[i]}",
+            "Content-Type": "application/json",
+            "X-Forwarded-Proto": "https",
+        }
+        barrier.wait()
+        while time.monotonic() < deadline[0]:
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            if batch and response.status == 200:
+                result = json.loads(data)
+                charged[i] += result["charged"]
+                failed[i] += result["failed"]
+            elif response.status == 201:
+                charged[i] += 1
+            else:
+                failed[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(tokens))]
+    deadline[0] = time.monotonic() + seconds
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(charged) / (time.monotonic() - started), sum(failed)
+
+
+def floor(seed: dict, users: list[dict], *, batch: bool, seconds: float, threads: int) -> float:
+    """The same ledger writes by plain SQL (psycopg), from ``threads`` threads: per charge an
+    idempotency key, a ledger transaction, its two entries and a charge row; the wallet row
+    locked first; the wallet, bucket and revenue balances moved (once per transaction)."""
+    import psycopg
+
+    counts = [0] * threads
+    barrier = threading.Barrier(threads)
+    deadline = [0.0]
+    n = BATCH if batch else 1
+    split = json.dumps([[seed["revenue"], COST]])
+
+    def work(i: int) -> None:
+        user = users[i % len(users)]
+        with psycopg.connect(f"{PG_URL}/{DB_NAME}") as conn:
+            barrier.wait()
+            while time.monotonic() < deadline[0]:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT balance FROM wallet_ledgeraccount WHERE id = %s FOR UPDATE",
+                        (user["wallet"],),
+                    )
+                    keys = [uuid.uuid4().hex for _ in range(n)]
+                    cur.execute(
+                        "INSERT INTO wallet_idempotencykey"
+                        " (app_id, key, operation, request_hash, result, created_at)"
+                        " SELECT %s, k, 'charge', md5(k), '{}'::jsonb, now()"
+                        " FROM unnest(%s::text[]) AS k",
+                        (seed["app"], keys),
+                    )
+                    cur.execute(
+                        "INSERT INTO wallet_ledgertransaction (kind, reference, metadata, created_at)"
+                        " SELECT 'charge', 'charge:' || k, '{}'::jsonb, now()"
+                        " FROM unnest(%s::text[]) AS k RETURNING id",
+                        (keys,),
+                    )
+                    tx_ids = [row[0] for row in cur.fetchall()]
+                    with cur.copy(
+                        "COPY wallet_ledgerentry (transaction_id, account_id, amount) FROM STDIN"
+                    ) as copy:
+                        for tx_id in tx_ids:
+                            copy.write_row((tx_id, user["wallet"], -COST))
+                            copy.write_row((tx_id, seed["revenue"], COST))
+                    with cur.copy(
+                        "COPY wallet_charge (user_id, app_id, price_id, input_tokens,"
+                        " cached_input_tokens, output_tokens, cost, amount, refunded_amount,"
+                        " split, transaction_id, created_at) FROM STDIN"
+                    ) as copy:
+                        for tx_id in tx_ids:
+                            copy.write_row(
+                                (
+                                    user["id"],
+                                    seed["app"],
+                                    seed["price"],
+                                    1000,
+                                    0,
+                                    100,
+                                    COST,
+                                    COST,
+                                    0,
+                                    split,
+                                    tx_id,
+                                    "now",
+                                )
+                            )
+                    total = COST * n
+                    cur.execute(
+                        "UPDATE wallet_bucket SET remaining = remaining - %s WHERE id = %s",
+                        (total, user["bucket"]),
+                    )
+                    cur.execute(
+                        "UPDATE wallet_ledgeraccount SET balance = balance + %s WHERE id = %s",
+                        (-total, user["wallet"]),
+                    )
+                    cur.execute(
+                        "UPDATE wallet_ledgeraccount SET balance = balance + %s WHERE id = %s",
+                        (total, seed["revenue"]),
+                    )
+                counts[i] += n
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    deadline[0] = time.monotonic() + seconds
+    started = time.monotonic()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def http_main(args: argparse.Namespace) -> None:
+    import psycopg
+
+    clients = args.clients
+    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    env = server_env()
+    python = sys.executable
+    quiet: dict = {"cwd": ROOT, "env": env, "check": True, "stdout": subprocess.DEVNULL}
+    print(f"preparing database {DB_NAME} ...", flush=True)
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "--skip-checks"], **quiet)
+    with tempfile.TemporaryDirectory() as workdir:
+        out = str(Path(workdir) / "seed.json")
+        # users: one per client (spread, batch), then one hot wallet.
+        script = SEED_SCRIPT.format(users=clients + 1, out=out)
+        subprocess.run([python, "manage.py", "shell", "-c", script], **quiet)
+        seed = json.loads(Path(out).read_text())
+    users = seed["users"]
+    spread_users, hot_user = users[:clients], users[clients]
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(python).with_name("gunicorn")),
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        wait_for_http(port)
+        tokens = [u["token"] for u in spread_users]
+        drive(port, tokens, batch=False, seconds=min(2.0, args.seconds))  # warm-up
+        spread, spread_failed = drive(port, tokens, batch=False, seconds=args.seconds)
+        hot, hot_failed = drive(
+            port, [hot_user["token"]] * clients, batch=False, seconds=args.seconds
+        )
+        batch, batch_failed = drive(port, tokens, batch=True, seconds=args.seconds)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    spread_floor = floor(seed, spread_users, batch=False, seconds=args.seconds, threads=clients)
+    hot_floor = floor(seed, [hot_user], batch=False, seconds=args.seconds, threads=clients)
+    batch_floor = floor(seed, spread_users, batch=True, seconds=args.seconds, threads=clients)
+
+    audit = subprocess.run(
+        [python, "manage.py", "wallet_audit"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    load = os.getloadavg()
+    print(
+        f"\ngunicorn {args.workers} sync workers, {clients} clients, {args.seconds:g} s per phase,"
+        f" {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(f"{'':34} {'API':>12} {'floor (SQL)':>12} {'API/floor':>10}  failed")
+    rows = [
+        ("charges/s, spread over wallets", spread, spread_floor, spread_failed),
+        ("charges/s, one hot wallet", hot, hot_floor, hot_failed),
+        ("usage records/s, 1,000-record batch", batch, batch_floor, batch_failed),
+    ]
+    for label, api, sql, failed in rows:
+        print(f"{label:34} {api:12.1f} {sql:12.1f} {api / sql:10.3f}  {failed}")
+    print(f"hot / spread (API):   {hot / spread:6.2f}   (target >= 0.33)")
+    print(f"hot / spread (floor): {hot_floor / spread_floor:6.2f}")
+    print(f"batch records/s (API): {batch:.0f}   (target 10,000)")
+    print(f"ledger audit: {'ok' if audit.returncode == 0 else 'FAILED'}")
+    if audit.returncode != 0:
+        sys.exit(audit.stdout[-2000:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    if args.in_process:
+        in_process_main(args)
+    else:
+        http_main(args)
 
 
 if __name__ == "__main__":
