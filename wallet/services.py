@@ -772,13 +772,22 @@ def wallet_usage_batch_charge(
                 )
             ]
         )
-        done: list[IdempotencyKey] = []
+        done_ids, done_charges = [], []
         for (index, *_rest), charge in zip(drafts, charges, strict=True):
             outcomes[index] = charge
-            key = valid[index][0]
-            done.append(IdempotencyKey(pk=claimed[key], result={"charge": charge.pk}))
-        if done:
-            IdempotencyKey.objects.bulk_update(done, ["result"])
+            done_ids.append(claimed[valid[index][0]])
+            done_charges.append(charge.pk)
+        if done_ids:
+            # One UPDATE from arrays (bulk_update's CASE over 1,000 rows costs more than
+            # the rest of the batch's writes together).
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    """UPDATE wallet_idempotencykey AS k
+                    SET result = jsonb_build_object('charge', v.charge)
+                    FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, charge)
+                    WHERE k.id = v.id""",
+                    [done_ids, done_charges],
+                )
     failed_keys = [
         claimed[valid[index][0]] for index in todo if not isinstance(outcomes[index], Charge)
     ]

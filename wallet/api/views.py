@@ -12,9 +12,11 @@ from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from accounts.models import User
@@ -280,26 +282,29 @@ class UsageBatchView(WalletApiView):
         results: list[dict[str, Any]] = []
         to_charge: list[tuple[str, dict[str, Any]]] = []
         positions: list[int] = []
+        # One serializer validates every record: building its fields once, not per record,
+        # is most of what a 1,000-record batch costs in Python.
+        validator = s.BatchRecordSerializer()
         for index, raw in enumerate(records):
-            record = s.BatchRecordSerializer(data=raw)
             key = (
                 raw.get("idempotency_key") if isinstance(raw.get("idempotency_key"), str) else None
             )
             key = key or f"{batch_key}#{index}"
             result: dict[str, Any] = {"index": index, "idempotency_key": key}
             results.append(result)
-            if not record.is_valid():
+            try:
+                data = dict(validator.run_validation(raw))
+            except ValidationError as invalid:
                 result |= {
                     "status": "error",
                     "charge": None,
                     "error": {
                         "code": "invalid_request",
                         "message": _("The record is not valid."),
-                        "details": record.errors,
+                        "details": as_serializer_error(invalid),
                     },
                 }
                 continue
-            data = dict(record.validated_data)
             data.pop("idempotency_key", None)
             to_charge.append((key, data))
             positions.append(index)
@@ -310,14 +315,12 @@ class UsageBatchView(WalletApiView):
             if to_charge
             else []
         )
+        charges = [outcome for outcome in outcomes if not isinstance(outcome, WalletError)]
+        represented = iter(s.ChargeSerializer(charges, many=True).data)
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, WalletError):
                 results[index] |= {"status": "error", "charge": None, "error": error_body(outcome)}
             else:
-                results[index] |= {
-                    "status": "charged",
-                    "charge": s.ChargeSerializer(outcome).data,
-                    "error": None,
-                }
+                results[index] |= {"status": "charged", "charge": next(represented), "error": None}
         charged = sum(1 for r in results if r["status"] == "charged")
         return Response({"charged": charged, "failed": len(results) - charged, "results": results})
