@@ -18,6 +18,7 @@ from django.utils import timezone
 from accounts.audit import audit_event_record, client_ip
 from accounts.backends import user_by_identifier
 from accounts.models import AuditEvent, User, UserSession
+from accounts.signals import user_signed_out_everywhere
 
 # last_seen_at is informational: writing it on every request would turn each page view into
 # a database write, so it is refreshed at most this often.
@@ -215,6 +216,7 @@ def user_sessions_end_all_by_staff(*, user: User, actor: User, request: HttpRequ
             request=request,
             data={"ended": ended, "by_staff": True},
         )
+        user_signed_out_everywhere.send(sender=User, user=user)
     return ended
 
 

@@ -9,9 +9,17 @@ class PartnersConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
+        from accounts.signals import user_signed_out_everywhere
         from partners import admin_logout  # noqa: F401 (registers the delivery admin)
-        from partners.oauth.backchannel import on_user_logged_out
+        from partners.oauth.backchannel import (
+            on_user_logged_out,
+            on_user_signed_out_everywhere,
+        )
 
         # Every way a Tokenpass session ends through django.contrib.auth.logout (our sign-out
         # view, DOT's RP-initiated logout) tells the person's apps over the back channel.
         user_logged_out.connect(on_user_logged_out, dispatch_uid="partners.backchannel_logout")
+        # Staff signing a person out everywhere ends their sessions at the apps too.
+        user_signed_out_everywhere.connect(
+            on_user_signed_out_everywhere, dispatch_uid="partners.backchannel_logout_everywhere"
+        )

@@ -393,3 +393,9 @@ def on_user_logged_out(
         backchannel_logout_start(user=user, session_started_at=session_started_at(request, user))
     except Exception:
         logger.exception("could not queue back-channel logout for user %s", user.pk)
+
+
+def on_user_signed_out_everywhere(sender: Any, user: User, **kwargs: Any) -> None:
+    """accounts.signals.user_signed_out_everywhere receiver: every app the person is signed
+    in to is told, in the transaction that ended the sessions."""
+    backchannel_logout_start(user=user)

@@ -758,6 +758,10 @@ def openid_configuration(request: HttpRequest) -> JsonResponse:
         "introspection_endpoint": url("oauth2_provider:introspect"),
         "device_authorization_endpoint": url("oauth2_provider:device-authorization"),
         "end_session_endpoint": url("oauth2_provider:rp-initiated-logout"),
+        # OpenID Connect Back-Channel Logout 1.0 (partners/oauth/backchannel.py); logout
+        # tokens name the person (sub), not a session.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": False,
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

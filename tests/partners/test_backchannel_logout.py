@@ -13,10 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from authlib.jose import JsonWebKey, JsonWebToken
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
+from accounts.services_account import user_sessions_end_all_by_staff
 from partners.models import Application, BackchannelLogoutAttempt, BackchannelLogoutDelivery
 from partners.oauth import keys
 from partners.oauth.backchannel import LOGOUT_EVENT
@@ -671,3 +673,34 @@ def test_an_app_signed_in_through_the_code_flow_is_told_with_the_sub_of_its_id_t
     _header, claims = decode_logout_token(token, app.client_id, jwks)
     assert claims["sub"] == id_token["sub"] == user.public_id
     assert claims["aud"] == app.client_id
+
+
+@pytest.mark.django_db
+def test_staff_signing_a_person_out_everywhere_tells_their_apps(
+    listener, django_capture_on_commit_callbacks
+):
+    # Given a person signed in to an app with a back-channel logout URI
+    user = UserFactory()
+    app = make_app("Chat", logout_uri=listener.url())
+    give_tokens(user, app)
+    staff = UserFactory(is_staff=True)
+    request = RequestFactory().post("/admin/")
+    request.session = Client().session
+
+    # When staff end all of the person's sessions
+    with django_capture_on_commit_callbacks(execute=True):
+        user_sessions_end_all_by_staff(user=user, actor=staff, request=request)
+
+    # Then the app received one signed logout token naming the person
+    assert len(listener.tokens()) == 1
+    delivery = BackchannelLogoutDelivery.objects.get(application=app, user=user)
+    assert delivery.status == BackchannelLogoutDelivery.Status.DELIVERED
+    _, claims = decode_logout_token(listener.tokens()[0], app.client_id, keys.public_jwks())
+    assert claims["sub"] == user.public_id
+
+
+@pytest.mark.django_db
+def test_discovery_advertises_back_channel_logout(client):
+    config = client.get("/.well-known/openid-configuration").json()
+    assert config["backchannel_logout_supported"] is True
+    assert config["backchannel_logout_session_supported"] is False

@@ -1,0 +1,8 @@
+"""Signals that other apps listen to. Accounts sits at the bottom of the import chain, so it
+announces what happened and the apps above it (partners) decide what that means for them."""
+
+from django.dispatch import Signal
+
+# Staff ended every session of a person (e.g. a stolen phone). Sent inside the transaction
+# that ended them, with keyword argument `user`; receivers write in that same transaction.
+user_signed_out_everywhere = Signal()
