@@ -274,3 +274,21 @@ def test_concurrent_batches_and_single_charges_stop_at_zero():
     assert balance(user) == 0
     assert Charge.objects.filter(user=user).count() == 20
     assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db
+def test_batch_charges_are_represented_as_the_charge_endpoint_does(user, app, price):
+    from rest_framework.test import APIClient
+
+    from tests.wallet.test_api import token_for
+
+    fund(user, 10_000)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user, app)}")
+    records = [{"model": "gpt-test", "input_tokens": 10, "output_tokens": n} for n in range(3)]
+    body = api.post(
+        "/api/wallet/usage/batch/", {"records": records}, format="json", HTTP_IDEMPOTENCY_KEY="r"
+    ).json()
+    for result in body["results"]:
+        charge = result["charge"]
+        assert charge == api.get(f"/api/wallet/charges/{charge['id']}/").json()

@@ -316,7 +316,7 @@ class UsageBatchView(WalletApiView):
             else []
         )
         charges = [outcome for outcome in outcomes if not isinstance(outcome, WalletError)]
-        represented = iter(s.ChargeSerializer(charges, many=True).data)
+        represented = iter(s.charges_represent(charges))
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, WalletError):
                 results[index] |= {"status": "error", "charge": None, "error": error_body(outcome)}
