@@ -251,3 +251,31 @@ def test_history_is_paginated(client, user, app, price):
     assert len(history_kinds(first)) == 25
     second = client.get(reverse("wallet:overview"), {"page": "2"})
     assert len(history_kinds(second)) == 6
+
+
+def test_seed_demo_gives_the_demo_user_a_wallet_with_history(client):
+    from django.core.management import call_command
+
+    from accounts.models import User
+    from partners.management.commands.seed_demo import DEMO_CHARGES, DEMO_PHONE
+    from tests.wallet.conftest import balance
+    from wallet.models import Charge
+
+    call_command("seed_demo")
+    demo = User.objects.get(phone=DEMO_PHONE)
+    after_first = balance(demo)
+    charged = sum(Charge.objects.filter(user=demo).values_list("amount", flat=True))
+    assert Charge.objects.filter(user=demo).count() == len(DEMO_CHARGES)
+    assert after_first == 1_000_000 - charged and charged > 0
+    # Running it again changes nothing.
+    call_command("seed_demo")
+    assert balance(demo) == after_first
+    assert Charge.objects.filter(user=demo).count() == len(DEMO_CHARGES)
+    client.force_login(demo)
+    page = client.get(reverse("wallet:overview")).content.decode()
+    assert len(history_kinds_from(page)) == 1 + len(DEMO_CHARGES)
+    assert 'data-group="Demo Chat"' in page
+
+
+def history_kinds_from(body: str) -> list[str]:
+    return re.findall(r'<tr data-kind="(\w+)">', body)

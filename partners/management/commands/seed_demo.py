@@ -1,8 +1,11 @@
 """Demo data for `make run`: a demo user, a staff user and a demo partner with an OAuth app.
 Running it again changes nothing that already exists."""
 
+from datetime import timedelta
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Application, Partner
@@ -13,13 +16,83 @@ DEMO_PASSWORD = "tokenpass-demo"
 STAFF_EMAIL = "staff@tokenpass.local"
 STAFF_PASSWORD = "tokenpass-staff"
 DEMO_CLIENT_ID = "demo-partner-app"
+DEMO_STARTING_BALANCE = 1_000_000
+# Model name -> tokens per million (input, cached input, output).
+DEMO_PRICES = {
+    "demo-chat-small": (150_000, 15_000, 600_000),
+    "demo-chat-large": (2_500_000, 250_000, 10_000_000),
+}
+# (model, input tokens, output tokens) of the demo app's charges.
+DEMO_CHARGES = [
+    ("demo-chat-small", 120_000, 30_000),
+    ("demo-chat-large", 8_000, 2_000),
+    ("demo-chat-small", 40_000, 12_000),
+    ("demo-chat-large", 15_000, 6_000),
+]
 
 
 class Command(BaseCommand):
     help = "Create the demo user, staff user, partner and app (idempotent)."
 
-    @transaction.atomic
     def handle(self, *args: object, **options: object) -> None:
+        self._accounts_and_apps()
+        # Wallet services run in their own durable transactions, so they come after.
+        self._wallet()
+        self.stdout.write(
+            self.style.SUCCESS(
+                "Demo data ready. Sign in at http://127.0.0.1:8000/login/\n"
+                f"  demo user:  {DEMO_PHONE} (or {DEMO_EMAIL}) / {DEMO_PASSWORD}\n"
+                f"  staff user: {STAFF_EMAIL} / {STAFF_PASSWORD}  (admin: /admin/)\n"
+                f"  demo OAuth app client_id: {DEMO_CLIENT_ID}"
+            )
+        )
+
+    def _wallet(self) -> None:
+        """A starting balance for the demo user, a small price catalog and a few charges by
+        the demo app, so that the wallet page has history and a chart. Every posting has a
+        fixed idempotency key, so running the command again replays instead of repeating."""
+        from wallet import services as wallet_services
+        from wallet.models import Bucket, Price, PriceModel
+
+        demo = User.objects.get(phone=DEMO_PHONE)
+        staff = User.objects.get(email=STAFF_EMAIL)
+        app = Application.objects.get(client_id=DEMO_CLIENT_ID)
+        vendor, _ = Partner.objects.get_or_create(
+            name="Demo Model Lab", defaults={"status": Partner.Status.ACTIVE}
+        )
+        for name, prices in DEMO_PRICES.items():
+            model, created = PriceModel.objects.get_or_create(
+                name=name, defaults={"vendor": vendor, "context_window": 128_000}
+            )
+            if created:
+                Price.objects.create(
+                    model=model,
+                    effective_from=timezone.now() - timedelta(days=1),
+                    input_per_million=prices[0],
+                    cached_input_per_million=prices[1],
+                    output_per_million=prices[2],
+                )
+        wallet_services.wallet_staff_credit(
+            user=demo,
+            amount=DEMO_STARTING_BALANCE,
+            reason="Demo starting balance",
+            actor=staff,
+            idempotency_key="seed-demo-starting-balance",
+            source=Bucket.Source.PROMOTION,
+        )
+        for number, (model_name, input_tokens, output_tokens) in enumerate(DEMO_CHARGES):
+            wallet_services.wallet_charge(
+                user=demo,
+                app=app,
+                model=model_name,
+                input_tokens=input_tokens,
+                cached_input_tokens=0,
+                output_tokens=output_tokens,
+                idempotency_key=f"seed-demo-charge-{number}",
+            )
+
+    @transaction.atomic
+    def _accounts_and_apps(self) -> None:
         demo = User.objects.filter(phone=DEMO_PHONE).first()
         if demo is None:
             demo = User.objects.create_user(
@@ -44,15 +117,7 @@ class Command(BaseCommand):
                 client_type=Application.CLIENT_PUBLIC,
                 authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
                 allowed_grant_types="authorization-code refresh_token",
-                allowed_scopes="openid profile email phone",
+                allowed_scopes="openid profile email phone wallet:charge",
                 redirect_uris="http://127.0.0.1:8000/demo/callback",
                 algorithm=Application.RS256_ALGORITHM,
             )
-        self.stdout.write(
-            self.style.SUCCESS(
-                "Demo data ready. Sign in at http://127.0.0.1:8000/login/\n"
-                f"  demo user:  {DEMO_PHONE} (or {DEMO_EMAIL}) / {DEMO_PASSWORD}\n"
-                f"  staff user: {STAFF_EMAIL} / {STAFF_PASSWORD}  (admin: /admin/)\n"
-                f"  demo OAuth app client_id: {DEMO_CLIENT_ID}"
-            )
-        )
