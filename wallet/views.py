@@ -94,6 +94,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, "wallet/overview.html", context)
 
 
+def _csv_text(value: str) -> str:
+    """A text cell that spreadsheets will not run as a formula (app names come from
+    partners): a leading =, +, -, @, tab or carriage return is neutralised with a quote."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 class _Echo:
     """A file-like object whose write returns the line, for streaming csv.writer output."""
 
@@ -132,8 +138,8 @@ def history_csv(request: HttpRequest) -> HttpResponseBase:
                 [
                     transaction.created_at.astimezone(UTC).isoformat(),
                     row["kind"],
-                    row["app"],
-                    row["model"],
+                    _csv_text(row["app"]),
+                    _csv_text(row["model"]),
                     int(row["balance_change"]),
                     int(row["held_change"]),
                     transaction.reference,

@@ -279,3 +279,14 @@ def test_seed_demo_gives_the_demo_user_a_wallet_with_history(client):
 
 def history_kinds_from(body: str) -> list[str]:
     return re.findall(r'<tr data-kind="(\w+)">', body)
+
+
+def test_csv_cells_from_partners_cannot_run_as_formulas(client, user, price):
+    app = WalletAppFactory(name='=HYPERLINK("http://evil.example","x")')
+    fund(user, 1000)
+    charge(user, app, tokens=10)
+    client.force_login(user)
+    response = client.get(reverse("wallet:history_csv"), {"kind": "charge"})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[1][2] == '\'=HYPERLINK("http://evil.example","x")'
+    assert rows[1][4] == "-10"  # amounts stay plain integers
