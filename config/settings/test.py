@@ -16,3 +16,6 @@ SMS_BACKEND = "accounts.sms.backends.OutboxSmsBackend"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Webhook tests post to a listener on 127.0.0.1.
 WEBHOOKS_ALLOW_PRIVATE_TARGETS = True
+# Tests serve static files from the app directories (no collectstatic run).
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True
