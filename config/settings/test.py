@@ -17,5 +17,5 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Webhook tests post to a listener on 127.0.0.1.
 WEBHOOKS_ALLOW_PRIVATE_TARGETS = True
 # Tests serve static files from the app directories (no collectstatic run).
-STATIC_ROOT = None
+STATIC_ROOT = None  # type: ignore[assignment]
 WHITENOISE_USE_FINDERS = True
