@@ -51,6 +51,7 @@ HISTORY_KINDS: dict[str, tuple[str, ...]] = {
     "hold": ("hold", "release"),
 }
 HISTORY_MAX_DAYS = 366 * 5
+HISTORY_FIRST_YEAR, HISTORY_LAST_YEAR = 2000, 2999
 
 
 class HistoryFilterForm(forms.Form):
@@ -105,6 +106,11 @@ class HistoryFilterForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         start, end = data.get("date_from"), data.get("date_to")
+        for name, value in (("date_from", start), ("date_to", end)):
+            # Far-off dates match nothing and would overflow the day arithmetic.
+            if value is not None and not HISTORY_FIRST_YEAR <= value.year <= HISTORY_LAST_YEAR:
+                self.add_error(name, _("Enter a date between the years 2000 and 2999."))
+                return data
         if start and end:
             if start > end:
                 self.add_error("date_to", _("The end date must not be before the start date."))
