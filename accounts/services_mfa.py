@@ -1,10 +1,15 @@
 """TOTP two-factor authentication and recovery codes, on django-otp's device models.
 
 A user has two-factor on when they own a confirmed TOTPDevice. Their recovery codes are the
-tokens of one StaticDevice, stored the way django-otp stores them; a code is deleted when used.
+tokens of one StaticDevice; a code is deleted when used. django-otp would keep the codes in
+clear, so StaticToken.token holds recovery_code_hash(code) instead and every code we are given
+is hashed the same way before django-otp's verify_token looks it up (which keeps its throttling
+and single-use deletion). The clear codes exist only in the response that shows them once.
 """
 
-from base64 import b32encode
+import hashlib
+import hmac
+from base64 import b32encode, urlsafe_b64encode
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -24,6 +29,11 @@ from accounts.models import AuditEvent, User
 RECOVERY_CODE_COUNT = 10
 TOTP_DEVICE_NAME = "Authenticator app"
 RECOVERY_DEVICE_NAME = "Recovery codes"
+# StaticToken.token is a CharField(max_length=16): 16 base64url characters keep 96 bits of the
+# HMAC, far more than the 40 bits of a code, so a stored value reveals nothing and two codes
+# never share one.
+_RECOVERY_HASH_CHARS = 16
+_RECOVERY_HASH_KEY_SALT = b"tokenpass.accounts.recovery-code"
 
 
 class MfaError(Exception):
@@ -102,11 +112,22 @@ def _check_throttle(device: Device) -> None:
         raise MfaThrottled(_("Too many wrong codes in a row. Wait a few seconds, then try again."))
 
 
+def recovery_code_hash(*, code: str) -> str:
+    """The value stored in StaticToken.token for a recovery code: HMAC-SHA256 keyed from
+    SECRET_KEY (a database dump alone cannot be brute-forced through the 40-bit code space),
+    truncated to the column's 16 characters. The code is normalised first, as typed input is."""
+    key = hashlib.sha256(_RECOVERY_HASH_KEY_SALT + settings.SECRET_KEY.encode()).digest()
+    digest = hmac.new(key, _recovery_normal(code).encode(), hashlib.sha256).digest()
+    return urlsafe_b64encode(digest).decode("ascii")[:_RECOVERY_HASH_CHARS]
+
+
 def _recovery_codes_create(*, user: User) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=RECOVERY_DEVICE_NAME, confirmed=True)
     codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
-    StaticToken.objects.bulk_create([StaticToken(device=device, token=code) for code in codes])
+    StaticToken.objects.bulk_create(
+        [StaticToken(device=device, token=recovery_code_hash(code=code)) for code in codes]
+    )
     return codes
 
 
@@ -208,7 +229,8 @@ def second_factor_verify(
     _check_throttle(static)
     with transaction.atomic():
         device = StaticDevice.objects.select_for_update().get(pk=static.pk)
-        if not device.verify_token(_recovery_normal(token)):
+        # The lookup is by keyed hash, so its timing says nothing useful about any stored code.
+        if not device.verify_token(recovery_code_hash(code=token)):
             return None
         left = device.token_set.count()
         audit_event_record(

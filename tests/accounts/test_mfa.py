@@ -21,6 +21,7 @@ from accounts.login_flow import (
     complete_primary_login,
 )
 from accounts.models import AuditEvent, UserSession
+from accounts.services_mfa import recovery_code_hash
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,7 @@ def enable_mfa(user) -> tuple[TOTPDevice, list[str]]:
     static = StaticDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
     codes = [StaticToken.random_token() for _ in range(10)]
     for code in codes:
-        static.token_set.create(token=code)
+        static.token_set.create(token=recovery_code_hash(code=code))
     return device, codes
 
 
@@ -139,7 +140,8 @@ def test_setup_with_a_valid_code_turns_mfa_on_and_shows_ten_recovery_codes_once(
     shown = re.findall(r"<li><code>([a-z2-7]{8})</code></li>", response.content.decode())
     stored = set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
     assert len(shown) == 10
-    assert set(shown) == stored
+    assert {recovery_code_hash(code=code) for code in shown} == stored
+    assert not stored & set(shown)
     assert AuditEvent.objects.filter(user=user, action=AuditEvent.Action.MFA_ENABLED).count() == 1
     # The session that proved the factor counts as verified.
     assert client.session[DEVICE_ID_SESSION_KEY] == device.persistent_id
@@ -169,9 +171,9 @@ def test_regenerating_recovery_codes_needs_the_password_and_replaces_the_old_one
 
     wrong = client.post(url, {"password": "not my password"})
     assert wrong.status_code == 400
-    assert set(
-        StaticToken.objects.filter(device__user=user).values_list("token", flat=True)
-    ) == set(old_codes)
+    assert set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True)) == {
+        recovery_code_hash(code=code) for code in old_codes
+    }
 
     response = client.post(url, {"password": DEFAULT_PASSWORD})
 
@@ -179,8 +181,8 @@ def test_regenerating_recovery_codes_needs_the_password_and_replaces_the_old_one
     new_codes = re.findall(r"<li><code>([a-z2-7]{8})</code></li>", response.content.decode())
     assert len(new_codes) == 10
     stored = set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
-    assert stored == set(new_codes)
-    assert not stored & set(old_codes)
+    assert stored == {recovery_code_hash(code=code) for code in new_codes}
+    assert not stored & {recovery_code_hash(code=code) for code in old_codes}
     assert AuditEvent.objects.filter(
         user=user, action=AuditEvent.Action.MFA_RECOVERY_REGENERATED
     ).exists()
@@ -278,7 +280,8 @@ def test_a_recovery_code_signs_in_once(client, no_throttle):
     assert client.session[SESSION_KEY] == str(user.pk)
     used = AuditEvent.objects.get(user=user, action=AuditEvent.Action.MFA_RECOVERY_USED)
     assert used.data == {"codes_left": 9}
-    assert not StaticToken.objects.filter(token=codes[3]).exists()
+    assert not StaticToken.objects.filter(token=recovery_code_hash(code=codes[3])).exists()
+    assert StaticToken.objects.filter(device__user=user).count() == 9
 
     other = client.__class__()
     start_primary_login(other, user)
@@ -391,3 +394,56 @@ def test_guessing_the_password_to_turn_two_factor_off_is_limited(client):
     # The limit is per account: the regenerate page is refused too.
     regen = client.post(reverse("accounts:mfa_recovery_codes"), {"password": DEFAULT_PASSWORD})
     assert regen.status_code == 429
+
+
+# Recovery codes at rest ------------------------------------------------------------------------
+
+
+def test_the_database_holds_no_recovery_code_in_clear(client, no_throttle):
+    user = UserFactory()
+    client.force_login(user)
+    client.get(reverse("accounts:mfa_setup"))
+    device = TOTPDevice.objects.get(user=user)
+    response = client.post(reverse("accounts:mfa_setup"), {"code": totp_code(device)})
+    shown = re.findall(r"<li><code>([a-z2-7]{8})</code></li>", response.content.decode())
+    assert len(shown) == 10
+
+    stored = list(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
+    assert len(stored) == 10
+    for value in stored:
+        assert len(value) == 16
+        assert not any(code in value.lower() for code in shown)
+    # A code shown to the user still signs in, once, through the real second step.
+    client.logout()
+    start_primary_login(client, user)
+    assert client.post(reverse("accounts:login_mfa"), {"code": shown[0]}).status_code == 302
+    assert StaticToken.objects.filter(device__user=user).count() == 9
+
+
+def test_the_recovery_hash_is_keyed_and_ignores_how_the_code_was_typed(settings):
+    plain = recovery_code_hash(code="abcd2345")
+    assert recovery_code_hash(code=" ABCD-2345 ") == plain
+    assert recovery_code_hash(code="abcd2346") != plain
+    settings.SECRET_KEY = "another-secret-key-for-this-test-only-0123456789"
+    assert recovery_code_hash(code="abcd2345") != plain
+
+
+def test_the_migration_hashes_codes_stored_in_clear_before_it():
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("accounts.migrations.0004_hash_recovery_codes")
+    user = UserFactory()
+    static = StaticDevice.objects.create(user=user, name="Recovery codes", confirmed=True)
+    legacy = StaticToken.random_token()
+    static.token_set.create(token=legacy)
+    already = static.token_set.create(token=recovery_code_hash(code="zzzz2222"))
+
+    migration.hash_clear_codes(apps, None)
+    migration.hash_clear_codes(apps, None)  # a second run changes nothing
+
+    assert set(static.token_set.values_list("token", flat=True)) == {
+        recovery_code_hash(code=legacy),
+        already.token,
+    }
