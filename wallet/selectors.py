@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import F, Q, QuerySet, Sum, Value
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from wallet.models import (
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
+    Refund,
 )
 
 
@@ -106,8 +107,8 @@ def history_list(
     model: str = "",
 ) -> QuerySet[LedgerTransaction]:
     """The ledger transactions that moved the user's wallet or holds, newest first, each
-    annotated with ``balance_change`` (spendable wallet) and ``held_change`` (holds in
-    flight). Dates are UTC calendar days, both ends included."""
+    annotated with ``balance_change`` (spendable wallet), ``held_change`` (holds in
+    flight) and, for refunds, ``refund_model``. Dates are UTC calendar days, both ends included."""
     account_ids = dict(
         LedgerAccount.objects.filter(user=user, kind__in=LedgerAccount.USER_KINDS).values_list(
             "kind", "pk"
@@ -133,8 +134,15 @@ def history_list(
     if app is not None:
         transactions = transactions.filter(metadata__app=app.pk)
     if model:
-        transactions = transactions.filter(metadata__model=model)
+        # A refund's model is that of the charge it gives back.
+        refunded = Refund.objects.filter(charge__price__model__name=model).values("transaction_id")
+        transactions = transactions.filter(Q(metadata__model=model) | Q(pk__in=refunded))
     return transactions.annotate(
+        refund_model=Subquery(
+            Refund.objects.filter(transaction_id=OuterRef("pk")).values(
+                "charge__price__model__name"
+            )[:1]
+        ),
         balance_change=Coalesce(
             Sum("entries__amount", filter=Q(entries__account_id=wallet_id)), Value(0)
         ),

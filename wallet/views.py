@@ -42,7 +42,11 @@ def _history_row(transaction: Any, app_names: dict[int, str]) -> dict[str, Any]:
         "kind": transaction.kind,
         "kind_display": transaction.get_kind_display(),
         "app": app_names.get(app_id, "") if isinstance(app_id, int) else "",
-        "model": metadata.get("model", "") if isinstance(metadata.get("model"), str) else "",
+        "model": (
+            metadata.get("model")
+            if isinstance(metadata.get("model"), str)
+            else getattr(transaction, "refund_model", None) or ""
+        ),
         "balance_change": transaction.balance_change,
         "held_change": transaction.held_change,
     }

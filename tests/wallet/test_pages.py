@@ -86,6 +86,8 @@ def test_history_filters_by_kind_app_model_and_dates(client, setup):
     # Alpha's two charges and its refund.
     assert history_kinds(get(client, user, app=str(alpha.pk))) == ["refund", "charge", "charge"]
     assert history_kinds(get(client, user, model="gpt-other")) == ["charge", "charge"]
+    # The refund belongs to its charge's model.
+    assert history_kinds(get(client, user, model="gpt-test")) == ["refund", "charge", "charge"]
     day = (NOW - timedelta(days=3)).date().isoformat()
     assert history_kinds(get(client, user, date_from=day, date_to=day)) == [
         "charge",
@@ -207,6 +209,7 @@ def test_csv_export_is_the_filtered_history(client, setup):
     ]
     body = rows[1:]
     assert [row[1] for row in body] == ["refund", "charge", "charge"]
+    assert [row[3] for row in body] == ["gpt-test", "gpt-other", "gpt-test"]
     assert [row[4] for row in body] == ["200", "-500", "-1200"]
     assert {row[2] for row in body} == {"Alpha"}
     assert body[1][3] == "gpt-other"
