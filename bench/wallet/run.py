@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,9 +273,16 @@ def drive(port: int, tokens: list[str], *, batch: bool, seconds: float) -> tuple
         barrier.wait()
         while time.monotonic() < deadline[0]:
             headers["Idempotency-Key"] = uuid.uuid4().hex
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, HTTPException):
+                # A worker killed on its timeout: count the request as failed, reconnect.
+                failed[i] += BATCH if batch else 1
+                conn.close()
+                conn = HTTPConnection("127.0.0.1", port, timeout=300)
+                continue
             if batch and response.status == 200:
                 result = json.loads(data)
                 charged[i] += result["charged"]
