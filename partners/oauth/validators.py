@@ -150,11 +150,17 @@ class TokenpassOAuth2Validator(OAuth2Validator):
 
     # ---- authorization codes --------------------------------------------------------
 
+    # DOT would keep each code in clear in its Grant row until it is redeemed. Grant.code holds
+    # the code's SHA-256 instead (codes are long and random, so a plain hash is enough), and
+    # every DOT method that finds a grant by code is handed that checksum. The code itself
+    # exists only in the redirect to the client.
+
     def save_authorization_code(
         self, client_id: str, code: dict, request: Any, *args: Any, **kwargs: Any
     ) -> None:
+        hashed = {**code, "code": token_checksum(code["code"])}
         with transaction.atomic():
-            super().save_authorization_code(client_id, code, request, *args, **kwargs)
+            super().save_authorization_code(client_id, hashed, request, *args, **kwargs)
             AuthorizationCode.objects.create(
                 code_checksum=token_checksum(code["code"]),
                 application=request.client,
@@ -172,7 +178,68 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             log.warning("Authorization code replayed for client %s", client.client_id)
             authorization_code_replay_revoke(record=record)
             return False
-        return bool(super().validate_code(client_id, code, client, request, *args, **kwargs))
+        return bool(
+            super().validate_code(client_id, token_checksum(code), client, request, *args, **kwargs)
+        )
+
+    def confirm_redirect_uri(
+        self,
+        client_id: str,
+        code: str,
+        redirect_uri: str,
+        client: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> bool:
+        return bool(
+            super().confirm_redirect_uri(
+                client_id, token_checksum(code), redirect_uri, client, *args, **kwargs
+            )
+        )
+
+    def invalidate_authorization_code(
+        self, client_id: str, code: str, request: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        super().invalidate_authorization_code(
+            client_id, token_checksum(code), request, *args, **kwargs
+        )
+
+    def get_code_challenge(self, code: str, request: Any) -> str | None:
+        challenge: str | None = super().get_code_challenge(token_checksum(code), request)
+        return challenge
+
+    def get_code_challenge_method(self, code: str, request: Any) -> str | None:
+        method: str | None = super().get_code_challenge_method(token_checksum(code), request)
+        return method
+
+    def get_authorization_code_scopes(
+        self, client_id: str, code: str, redirect_uri: str, request: Any
+    ) -> list[str]:
+        scopes: list[str] = super().get_authorization_code_scopes(
+            client_id, token_checksum(code), redirect_uri, request
+        )
+        return scopes
+
+    def get_authorization_code_nonce(
+        self, client_id: str, code: str, redirect_uri: str, request: Any
+    ) -> str | None:
+        nonce: str | None = super().get_authorization_code_nonce(
+            client_id, token_checksum(code), redirect_uri, request
+        )
+        return nonce
+
+    def _check_and_set_request_resource(self, request: Any) -> None:
+        # DOT reads the grant's RFC 8707 resources through request.code: let it see the checksum
+        # for that lookup only.
+        if request.grant_type != "authorization_code" or not request.code:
+            super()._check_and_set_request_resource(request)
+            return
+        code = request.code
+        request.code = token_checksum(code)
+        try:
+            super()._check_and_set_request_resource(request)
+        finally:
+            request.code = code
 
     # ---- tokens -----------------------------------------------------------------------
 

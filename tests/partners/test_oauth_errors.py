@@ -285,3 +285,19 @@ def test_a_code_redeemed_twice_at_once_yields_one_token_set(live_server, signed_
     # whatever happened, at most one access token exists for that code, and if a replay
     # was seen, none is left alive
     assert get_access_token_model().objects.filter(application=app).count() <= 1
+
+
+def test_the_grant_row_holds_only_a_checksum_of_the_code(live_server, signed_in):
+    import hashlib
+
+    app, secret, browser = signed_in
+    code, verifier = code_for(browser, app)
+
+    stored = list(get_grant_model().objects.filter(application=app).values_list("code", flat=True))
+    assert stored == [hashlib.sha256(code.encode()).hexdigest()]
+    assert not get_grant_model().objects.filter(code=code).exists()
+    # The code the client got still redeems once, and the grant is gone afterwards.
+    response = exchange(live_server, app, secret, code, verifier)
+    assert response.status_code == 200, response.text
+    assert "id_token" in response.json()
+    assert not get_grant_model().objects.filter(application=app).exists()
