@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from accounts.models import User
@@ -125,12 +125,25 @@ def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
         ]
     )
     net: dict[int, int] = defaultdict(int)
-    entries = []
+    tx_ids: list[int] = []
+    account_ids: list[int] = []
+    amounts: list[int] = []
     for ledger_tx, totals in zip(ledger_txs, merged, strict=True):
         for pk, amount in sorted(totals.items()):
-            entries.append(LedgerEntry(transaction_id=ledger_tx.pk, account_id=pk, amount=amount))
+            tx_ids.append(ledger_tx.pk)
+            account_ids.append(pk)
+            amounts.append(amount)
             net[pk] += amount
-    LedgerEntry.objects.bulk_create(entries)
+    if tx_ids:
+        # One INSERT from three arrays: a batch has thousands of entries, and building a model
+        # instance for each costs more than the database takes to write them.
+        assert LedgerEntry._meta.db_table == "wallet_ledgerentry"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """INSERT INTO wallet_ledgerentry (transaction_id, account_id, amount)
+                SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])""",
+                [tx_ids, account_ids, amounts],
+            )
     for pk, amount in sorted(net.items()):
         if amount:
             LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
