@@ -6,12 +6,14 @@ Lock order (to stay free of deadlocks): a service first locks the user's own acc
 A transaction therefore never waits for a user's account while holding a system account.
 """
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Partner
@@ -118,12 +120,32 @@ def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
         merged.append(totals)
     if not postings:
         return []
-    ledger_txs = LedgerTransaction.objects.bulk_create(
-        [
-            LedgerTransaction(kind=kind, reference=reference, metadata=metadata or {})
-            for kind, reference, _legs, metadata in postings
-        ]
-    )
+    now = timezone.now()
+    ledger_txs = [
+        LedgerTransaction(kind=kind, reference=reference, metadata=metadata or {}, created_at=now)
+        for kind, reference, _legs, metadata in postings
+    ]
+    # Inserted from arrays, ids returned in the arrays' order (WITH ORDINALITY ... ORDER BY).
+    assert LedgerTransaction._meta.db_table == "wallet_ledgertransaction"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO wallet_ledgertransaction (kind, reference, metadata, created_at)
+            SELECT t.kind, t.reference, t.metadata::jsonb, %s
+            FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
+                AS t(kind, reference, metadata, n)
+            ORDER BY t.n
+            RETURNING id""",
+            [
+                now,
+                [tx.kind for tx in ledger_txs],
+                [tx.reference for tx in ledger_txs],
+                [json.dumps(tx.metadata) for tx in ledger_txs],
+            ],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    for ledger_tx, pk in zip(ledger_txs, ids, strict=True):
+        ledger_tx.pk = pk
+        ledger_tx._state.adding = False
     net: dict[int, int] = defaultdict(int)
     tx_ids: list[int] = []
     account_ids: list[int] = []
