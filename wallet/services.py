@@ -645,6 +645,9 @@ def wallet_usage_batch_charge(
     for index, (key, data) in enumerate(records):
         try:
             key = idempotency_key_validate(key)
+            model = data.get("model")
+            if not isinstance(model, str) or not model:
+                raise InvalidRequest(_("A model name is required."), details={"field": "model"})
             usage = usage_validate(
                 input_tokens=data.get("input_tokens", 0),
                 cached_input_tokens=data.get("cached_input_tokens", 0),
@@ -653,7 +656,6 @@ def wallet_usage_batch_charge(
         except WalletError as error:
             outcomes[index] = error
             continue
-        model = data["model"]
         digest = request_hash(
             operation="charge", request={"user": user.pk, "model": model, **usage.__dict__}
         )

@@ -138,6 +138,7 @@ def test_each_record_gets_its_own_outcome(user, app, price):
         ("a", usage(i=300)),  # the same key twice in a batch: the same charge
         ("a", usage(i=301)),  # ... or a conflict with another body
         ("", usage(i=1)),
+        ("no-model", {"input_tokens": 1}),
     ]
     IdempotencyKey.objects.create(app=app, key="conflict", operation="charge", request_hash="x")
 
@@ -154,6 +155,7 @@ def test_each_record_gets_its_own_outcome(user, app, price):
     assert outcomes[7] == outcomes[2]
     assert isinstance(outcomes[8], IdempotencyConflict)
     assert isinstance(outcomes[9], InvalidRequest)
+    assert isinstance(outcomes[10], InvalidRequest)
     assert balance(user) == 200
     # A failed record stores nothing: its key may be used again.
     assert not IdempotencyKey.objects.filter(app=app, key="too-much-for-allowance").exists()
