@@ -51,7 +51,7 @@ beat: install
 	$(VENV)/bin/celery -A config beat -l info
 
 messages: install
-	cd $(CURDIR) && $(PY) manage.py makemessages -l zh_Hans --ignore '.venv/*' --ignore 'bench/*' --ignore 'tests/*'
+	cd $(CURDIR) && $(PY) manage.py makemessages -l zh_Hans --no-obsolete --ignore '.venv/*' --ignore 'bench/*' --ignore 'tests/*' --ignore 'staticfiles/*'
 	$(PY) manage.py compilemessages -l zh_Hans --ignore '.venv/*'
 
 bench: install
