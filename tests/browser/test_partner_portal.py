@@ -77,9 +77,9 @@ def test_member_creates_an_app_sees_its_secret_once_and_reads_a_statement(page):
     # The statement, its lines and its CSV.
     page.get_by_role("link", name="Statements", exact=True).click()
     expect(page.locator("#statements")).to_contain_text("2026-10")
-    expect(page.locator("#statements")).to_contain_text("4321")
+    expect(page.locator("#statements")).to_contain_text("4,321")
     page.get_by_role("link", name="2026-10").click()
-    expect(page.locator("#statement-total")).to_have_text("4321")
+    expect(page.locator("#statement-total")).to_have_text("4,321")
     expect(page.locator("#statement-lines")).to_contain_text("alpha-large")
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download CSV").click()

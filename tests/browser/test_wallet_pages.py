@@ -45,7 +45,7 @@ def test_wallet_page_history_filter_chart_and_csv(page, live_server):
 
     sign_in(page, live_server, "wallet@example.com")
     page.goto(f"{live_server.url}/wallet/")
-    assert page.inner_text("[data-testid=balance]") == "8700"
+    assert page.inner_text("[data-testid=balance]") == "8,700"
     rows = page.locator("[data-testid=history] tbody tr")
     assert rows.count() == 4  # top-up, two charges, refund
 
@@ -70,7 +70,7 @@ def test_wallet_page_history_filter_chart_and_csv(page, live_server):
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url("**kind=charge**")
     assert rows.count() == 1
-    assert "Chat A" in rows.first.inner_text() and "-1200" in rows.first.inner_text()
+    assert "Chat A" in rows.first.inner_text() and "-1,200" in rows.first.inner_text()
 
     # A bad date is a form error on the page.
     page.fill("[data-testid=history-filter] input[name=date_from]", "2026-11-20")

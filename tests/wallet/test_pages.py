@@ -72,10 +72,11 @@ def test_page_lists_buckets_and_every_movement(client, setup):
     assert response.status_code == 200
     body = response.content.decode()
     # 100000 funded; 1200 + 300 + 500 + 7000 charged; 200 refunded.
-    assert 'data-testid="balance">91200<' in body
+    # Amounts read with thousands separators.
+    assert 'data-testid="balance">91,200<' in body
     assert history_kinds(response) == ["refund", "charge", "charge", "charge", "topup", "charge"]
     # The buckets: what is left of the purchase and the non-expiring refund.
-    assert "<td>91000</td><td>never</td>" in body
+    assert "<td>91,000</td><td>never</td>" in body
     assert "<td>200</td><td>never</td>" in body
 
 

@@ -217,7 +217,7 @@ def test_connected_apps_shows_and_changes_the_allowance(user, make_app, price): 
     fund(user, 10_000)
     charge(user, app, 300)
     listing = client.get(reverse("connected-apps")).content.decode()
-    assert "300 of 1000 tokens spent this month" in listing
+    assert "300 of 1,000 tokens spent this month" in listing
     # Raise it.
     response = client.post(
         reverse("wallet:allowance_update", args=[app.client_id]),
