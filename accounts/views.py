@@ -7,6 +7,7 @@ way and the pages say the same thing."""
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,6 +284,41 @@ def _code_resend(
     return redirect(flow.verify_url)
 
 
+def _code_verify(
+    request: HttpRequest,
+    flow: CodeFlow,
+    *,
+    start: Callable[..., Any],
+    check: Callable[[dict[str, Any], str], tuple[Any, User | None]],
+    success: Callable[[dict[str, Any], User], HttpResponse],
+) -> HttpResponse:
+    """The page that takes the code a start page sent: resend, check, then the flow's next step.
+
+    ``check`` answers (outcome, user) for the code typed; ``success`` runs once the pending
+    state has left the session.
+    """
+    pending = _pending(request, flow.session_key)
+    if pending is None:
+        return redirect(flow.start_url)
+    if request.method == "POST" and "resend" in request.POST:
+        return _code_resend(request, flow, pending, start)
+    form = CodeForm(request.POST if request.method == "POST" else None)
+    if request.method != "POST":
+        return _code_page(request, flow, pending, form)
+    if not form.is_valid():
+        return _code_page(request, flow, pending, form, status=400)
+    outcome, user = check(pending, form.cleaned_data["code"])
+    if user is None:
+        form.add_error("code", CODE_ERRORS[outcome])
+        return _code_page(request, flow, pending, form, status=400)
+    request.session.pop(flow.session_key, None)
+    return success(pending, user)
+
+
+def _login_method(pending: dict[str, Any]) -> str:
+    return "sms" if pending["channel"] == OneTimeCode.Channel.SMS else "otp-email"
+
+
 # Sign-up ----------------------------------------------------------------------------------------
 
 
@@ -347,34 +383,25 @@ def _signup_page(
 @never_cache
 @require_http_methods(["GET", "POST"])
 def signup_verify_view(request: HttpRequest) -> HttpResponse:
-    pending = _pending(request, SIGNUP_SESSION_KEY)
-    if pending is None:
-        return redirect("accounts:signup")
-    if request.method == "POST" and "resend" in request.POST:
-        return _code_resend(request, SIGNUP_FLOW, pending, signup_start)
-    form = CodeForm(request.POST if request.method == "POST" else None)
-    if request.method != "POST":
-        return _code_page(request, SIGNUP_FLOW, pending, form)
-    if not form.is_valid():
-        return _code_page(request, SIGNUP_FLOW, pending, form, status=400)
-    result = signup_complete(
-        channel=pending["channel"],
-        recipient=pending["recipient"],
-        password_hash=pending["password_hash"],
-        display_name=pending["display_name"],
-        code=form.cleaned_data["code"],
-        locale=_language(),
-        request=request,
-    )
-    if result.user is None:
-        form.add_error("code", CODE_ERRORS[result.check])
-        return _code_page(request, SIGNUP_FLOW, pending, form, status=400)
-    request.session.pop(SIGNUP_SESSION_KEY, None)
-    messages.success(request, _("Welcome to Tokenpass! Your account is ready."))
-    method = "sms" if pending["channel"] == OneTimeCode.Channel.SMS else "otp-email"
-    return complete_primary_login(
-        request, user=result.user, method=method, next_url=pending.get("next") or None
-    )
+    def check(pending: dict[str, Any], code: str) -> tuple[Any, User | None]:
+        result = signup_complete(
+            channel=pending["channel"],
+            recipient=pending["recipient"],
+            password_hash=pending["password_hash"],
+            display_name=pending["display_name"],
+            code=code,
+            locale=_language(),
+            request=request,
+        )
+        return result.check, result.user
+
+    def success(pending: dict[str, Any], user: User) -> HttpResponse:
+        messages.success(request, _("Welcome to Tokenpass! Your account is ready."))
+        return complete_primary_login(
+            request, user=user, method=_login_method(pending), next_url=pending.get("next") or None
+        )
+
+    return _code_verify(request, SIGNUP_FLOW, start=signup_start, check=check, success=success)
 
 
 # Sign-in by code -------------------------------------------------------------------------------
@@ -424,29 +451,18 @@ def login_code_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def login_code_verify_view(request: HttpRequest) -> HttpResponse:
-    pending = _pending(request, LOGIN_CODE_SESSION_KEY)
-    if pending is None:
-        return redirect("accounts:login_code")
-    if request.method == "POST" and "resend" in request.POST:
-        return _code_resend(request, LOGIN_CODE_FLOW, pending, login_code_start)
-    form = CodeForm(request.POST if request.method == "POST" else None)
-    if request.method != "POST":
-        return _code_page(request, LOGIN_CODE_FLOW, pending, form)
-    if not form.is_valid():
-        return _code_page(request, LOGIN_CODE_FLOW, pending, form, status=400)
-    check, user = login_code_complete(
-        channel=pending["channel"],
-        recipient=pending["recipient"],
-        code=form.cleaned_data["code"],
-        request=request,
-    )
-    if user is None:
-        form.add_error("code", CODE_ERRORS[check])
-        return _code_page(request, LOGIN_CODE_FLOW, pending, form, status=400)
-    request.session.pop(LOGIN_CODE_SESSION_KEY, None)
-    method = "sms" if pending["channel"] == OneTimeCode.Channel.SMS else "otp-email"
-    return complete_primary_login(
-        request, user=user, method=method, next_url=pending.get("next") or None
+    def check(pending: dict[str, Any], code: str) -> tuple[Any, User | None]:
+        return login_code_complete(
+            channel=pending["channel"], recipient=pending["recipient"], code=code, request=request
+        )
+
+    def success(pending: dict[str, Any], user: User) -> HttpResponse:
+        return complete_primary_login(
+            request, user=user, method=_login_method(pending), next_url=pending.get("next") or None
+        )
+
+    return _code_verify(
+        request, LOGIN_CODE_FLOW, start=login_code_start, check=check, success=success
     )
 
 
@@ -462,31 +478,24 @@ def reset_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def reset_verify_view(request: HttpRequest) -> HttpResponse:
-    pending = _pending(request, RESET_SESSION_KEY)
-    if pending is None:
-        return redirect("accounts:reset")
-    if request.method == "POST" and "resend" in request.POST:
-        return _code_resend(request, RESET_FLOW, pending, password_reset_start)
-    form = CodeForm(request.POST if request.method == "POST" else None)
-    if request.method != "POST":
-        return _code_page(request, RESET_FLOW, pending, form)
-    if not form.is_valid():
-        return _code_page(request, RESET_FLOW, pending, form, status=400)
-    check, user = password_reset_verify(
-        channel=pending["channel"], recipient=pending["recipient"], code=form.cleaned_data["code"]
+    def check(pending: dict[str, Any], code: str) -> tuple[Any, User | None]:
+        return password_reset_verify(
+            channel=pending["channel"], recipient=pending["recipient"], code=code
+        )
+
+    def success(pending: dict[str, Any], user: User) -> HttpResponse:
+        # A new session key: whoever knew the old one (fixation) does not get to set the password.
+        request.session.cycle_key()
+        request.session[RESET_VERIFIED_SESSION_KEY] = {
+            "user_id": user.pk,
+            "auth_hash": user.get_session_auth_hash(),
+            "started": int(time.time()),
+        }
+        return redirect("accounts:reset_password")
+
+    return _code_verify(
+        request, RESET_FLOW, start=password_reset_start, check=check, success=success
     )
-    if user is None:
-        form.add_error("code", CODE_ERRORS[check])
-        return _code_page(request, RESET_FLOW, pending, form, status=400)
-    request.session.pop(RESET_SESSION_KEY, None)
-    # A new session key: whoever knew the old one (fixation) does not get to set the password.
-    request.session.cycle_key()
-    request.session[RESET_VERIFIED_SESSION_KEY] = {
-        "user_id": user.pk,
-        "auth_hash": user.get_session_auth_hash(),
-        "started": int(time.time()),
-    }
-    return redirect("accounts:reset_password")
 
 
 @sensitive_post_parameters("password1", "password2")
