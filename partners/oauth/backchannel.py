@@ -30,7 +30,6 @@ partners.backchannel_logout_requeue_stale.
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 import random
@@ -44,7 +43,7 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from jwcrypto import jwt
@@ -57,6 +56,7 @@ from oauth2_provider.models import (
 
 from accounts.login_flow import AUTH_TIME_SESSION_KEY
 from accounts.models import User
+from partners.delivery import AttemptOutcome, delivery_attempt_record
 from partners.models import Consent
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery
 from partners.oauth import keys
@@ -71,14 +71,6 @@ LOGOUT_TOKEN_TYPE = "logout+jwt"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Refresh tokens revoked this recently were revoked by the sign-out that is now ending.
 JUST_REVOKED = timedelta(minutes=1)
-
-
-class AttemptOutcome(enum.StrEnum):
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    FAILED = "failed"
-    # The delivery was already finished (a repeated task): nothing was sent.
-    DONE = "done"
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -321,34 +313,16 @@ def backchannel_logout_attempt(*, delivery_id: int) -> tuple[AttemptOutcome, int
     else:
         outcome = AttemptOutcome.RETRY
 
-    with transaction.atomic():
-        locked = BackchannelLogoutDelivery.objects.select_for_update().get(pk=delivery_id)
-        number = locked.attempts + 1
-        BackchannelLogoutAttempt.objects.create(
-            delivery=locked,
-            number=number,
-            started_at=started,
-            duration_ms=duration_ms,
-            status_code=status_code,
-            error=error,
-            succeeded=succeeded,
-        )
-        update: dict[str, Any] = {
-            "attempts": F("attempts") + 1,
-            "last_status_code": status_code,
-            "last_error": error,
-            "updated_at": timezone.now(),
-        }
-        # A concurrent attempt may have finished the delivery: never move it back to pending,
-        # and never un-deliver it.
-        if locked.status == BackchannelLogoutDelivery.Status.PENDING:
-            if outcome == AttemptOutcome.DELIVERED:
-                update.update(
-                    status=BackchannelLogoutDelivery.Status.DELIVERED, delivered_at=timezone.now()
-                )
-            elif outcome == AttemptOutcome.FAILED:
-                update["status"] = BackchannelLogoutDelivery.Status.FAILED
-        BackchannelLogoutDelivery.objects.filter(pk=delivery_id).update(**update)
+    number = delivery_attempt_record(
+        delivery_model=BackchannelLogoutDelivery,
+        attempt_model=BackchannelLogoutAttempt,
+        delivery_id=delivery_id,
+        started_at=started,
+        duration_ms=duration_ms,
+        status_code=status_code,
+        error=error,
+        outcome=outcome,
+    )
     if outcome != AttemptOutcome.DELIVERED:
         logger.warning(
             "back-channel logout to %s (delivery %s, attempt %s): %s %s",

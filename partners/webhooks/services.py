@@ -9,7 +9,6 @@ anything else (or a network error) is retried after WEBHOOKS_RETRY_DELAYS until 
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import logging
@@ -25,11 +24,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import User
+from partners.delivery import AttemptOutcome, delivery_attempt_record
 from partners.models import Partner, PartnerEvent
 from partners.webhooks import signing
 from partners.webhooks.models import (
@@ -52,14 +51,6 @@ USER_AGENT = "Tokenpass-Webhooks/1"
 
 class PayloadTooLarge(ValueError):
     """The event body would exceed WEBHOOKS_MAX_PAYLOAD_BYTES."""
-
-
-class AttemptOutcome(enum.StrEnum):
-    DELIVERED = "delivered"
-    RETRY = "retry"
-    FAILED = "failed"
-    # The delivery was already finished (a repeated task): nothing was sent.
-    DONE = "done"
 
 
 def retry_delays() -> list[float]:
@@ -331,38 +322,19 @@ def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:
     else:
         outcome = AttemptOutcome.RETRY
 
-    with transaction.atomic():
-        locked = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
-        number = locked.attempts + 1
-        WebhookAttempt.objects.create(
-            delivery=locked,
-            number=number,
-            started_at=started,
-            duration_ms=duration_ms,
-            status_code=status_code,
-            error=error,
-            succeeded=succeeded,
-        )
-        now = timezone.now()
-        update: dict[str, Any] = {
-            "attempts": F("attempts") + 1,
-            "last_status_code": status_code,
-            "last_error": error,
-            "updated_at": now,
-        }
-        # A concurrent attempt may have finished the delivery: never move it back.
-        if locked.status == WebhookDelivery.Status.PENDING:
-            if outcome == AttemptOutcome.DELIVERED:
-                update.update(
-                    status=WebhookDelivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None
-                )
-            elif outcome == AttemptOutcome.FAILED:
-                update.update(status=WebhookDelivery.Status.FAILED, next_attempt_at=None)
-            else:
-                update["next_attempt_at"] = now + timedelta(
-                    seconds=retry_delay_seconds(attempts_done=number)
-                )
-        WebhookDelivery.objects.filter(pk=delivery_id).update(**update)
+    number = delivery_attempt_record(
+        delivery_model=WebhookDelivery,
+        attempt_model=WebhookAttempt,
+        delivery_id=delivery_id,
+        started_at=started,
+        duration_ms=duration_ms,
+        status_code=status_code,
+        error=error,
+        outcome=outcome,
+        next_attempt_at=lambda number, now: (
+            now + timedelta(seconds=retry_delay_seconds(attempts_done=number))
+        ),
+    )
     if outcome != AttemptOutcome.DELIVERED:
         logger.warning(
             "webhook %s to %s (delivery %s, attempt %s): %s %s",
