@@ -8,6 +8,8 @@ from pathlib import Path
 import environ
 from django.utils.translation import gettext_lazy as _
 
+from partners.oauth.device import device_grant_user_to_request
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -258,6 +260,8 @@ OAUTH2_PROVIDER: dict = {
     "OAUTH_DEVICE_VERIFICATION_URI": f"{SITE_URL}/device",
     "OAUTH_DEVICE_VERIFICATION_URI_COMPLETE": f"{SITE_URL}/device?user_code={{user_code}}",
     "DEVICE_FLOW_INTERVAL": 5,
+    # Device grants are looked up by the digest of the presented code (partners/oauth/device.py).
+    "OAUTH_PRE_TOKEN_VALIDATION": [device_grant_user_to_request],
 }
 # Failed client authentications allowed per client_id and IP address before the token,
 # introspection and revocation endpoints refuse that pair for the window.

@@ -9,6 +9,7 @@ Map of the package:
   reuse auditing, device codes bound to their client, claims, rate-limited client auth);
 - ``backends``: hands the signed-in session to the validator;
 - ``hashers``: the keyed HMAC hasher for client secrets;
+- ``device``: device grant codes kept as digests (SHA-256 device code, keyed user code);
 - ``views`` / ``urls``: the endpoints under /o/, discovery and JWKS at the root, /device and
   /account/apps/;
 - ``services`` / ``selectors``: consents, revocation, client secret rotation;

@@ -27,6 +27,7 @@ from accounts.oidc import CLAIMS_SUPPORTED, user_claims
 from partners.models import Application, AuthorizationCode
 from partners.oauth import keys, ratelimit
 from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
+from partners.oauth.device import device_code_digest
 from partners.oauth.selectors import consent_covers
 from partners.oauth.services import (
     authorization_code_replay_revoke,
@@ -259,7 +260,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             elif request.grant_type == "urn:ietf:params:oauth:grant-type:device_code":
                 device_model = get_device_grant_model()
                 claimed = device_model.objects.filter(
-                    device_code=request._params.get("device_code", ""),
+                    device_code=device_code_digest(request._params.get("device_code", "")),
                     client_id=request.client.client_id,
                     status=device_model.AUTHORIZED,
                 ).update(status=device_model.EXPIRED)

@@ -38,6 +38,12 @@ from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 from partners.models import Application
 from partners.oauth import keys, ratelimit
 from partners.oauth.backends import session_auth_time
+from partners.oauth.device import (
+    device_code_digest,
+    device_grant_codes_seal,
+    user_code_digest,
+    user_code_normalize,
+)
 from partners.oauth.selectors import (
     connected_apps_for_user,
     consent_covers,
@@ -445,17 +451,18 @@ class TokenView(dot_views.TokenView):
             body_client_id=request.POST.get("client_id"),
         )
         device_model = get_device_grant_model()
-        device = device_model.objects.filter(device_code=device_code).first()
+        sealed = device_code_digest(device_code)
+        device = device_model.objects.filter(device_code=sealed).first()
         # A device code is only good for the client it was issued to.
         if device is None or device.client_id != client_id:
             return oauth_json_error("invalid_grant", "Unknown device code.")
         device.is_expired()
         if device.status == device_model.AUTHORIZATION_PENDING:
             # RFC 8628 §3.5: polling faster than the interval earns slow_down.
-            key = f"oauth:device-poll:{token_checksum(device_code)}"
+            key = f"oauth:device-poll:{sealed}"
             if not cache.add(key, 1, timeout=max(device.interval, 1)):
                 return oauth_json_error("slow_down", "Poll less often.")
-        return self.device_flow_token_response(request, device_code)
+        return self.device_flow_token_response(request, sealed)
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -625,11 +632,14 @@ class DeviceAuthorizationView(dot_views.DeviceAuthorizationView):
             body = request.POST.copy()
             body["client_id"] = client_id
             request.POST = body  # type: ignore[assignment]
-        return _client_auth_retry_after(super().post(request, *args, **kwargs))
-
-
-def _normalize_user_code(raw: str) -> str:
-    return re.sub(r"[\s-]", "", raw or "").upper()[:32]
+        with transaction.atomic():
+            response = super().post(request, *args, **kwargs)
+            if response.status_code == 200:
+                issued = json.loads(response.content)
+                device_grant_codes_seal(
+                    device_code=issued["device_code"], user_code=issued["user_code"]
+                )
+        return _client_auth_retry_after(response)
 
 
 DEVICE_CODE_ATTEMPTS = 10
@@ -649,13 +659,13 @@ class DeviceVerifyView(View):
     def get(self, request: HttpRequest) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        code = _normalize_user_code(request.GET.get("user_code", ""))
+        code = user_code_normalize(request.GET.get("user_code", ""))
         return render(request, self.template_name, {"user_code": code, "step": "enter"})
 
     def post(self, request: HttpRequest) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect_to_login(reverse("oauth-device"))
-        code = _normalize_user_code(request.POST.get("user_code", ""))
+        code = user_code_normalize(request.POST.get("user_code", ""))
         action = request.POST.get("action", "")
         key = self._attempt_key(request)
         if int(cache.get(key, 0)) >= DEVICE_CODE_ATTEMPTS:
@@ -670,7 +680,9 @@ class DeviceVerifyView(View):
                 status=429,
             )
         device_model = get_device_grant_model()
-        device = device_model.objects.filter(user_code=code).first() if code else None
+        device = (
+            device_model.objects.filter(user_code=user_code_digest(code)).first() if code else None
+        )
         if (
             device is None
             or device.is_expired()

@@ -8,10 +8,12 @@ import pytest
 import requests
 from authlib.jose import JsonWebKey, JsonWebToken
 from django.core.management import call_command
+from oauth2_provider.models import get_device_grant_model
 
 from accounts.models import AuditEvent
 from partners.models import Consent
 from partners.oauth import keys
+from partners.oauth.device import device_code_digest
 from partners.oauth.tokens import access_token_verify
 from tests.partners.conftest import pkce_pair, redirect_params
 from tests.partners.test_oauth_code_flow import run_code_flow
@@ -134,6 +136,11 @@ def test_device_flow(live_server, make_app, user, browser_for):
     grant = start.json()
     assert grant["verification_uri"].endswith("/device")
     assert grant["user_code"] in grant["verification_uri_complete"]
+    # Neither code is kept in clear: a copy of the table does not connect a device.
+    stored = get_device_grant_model().objects.get(client_id=app.client_id)
+    assert grant["device_code"] not in (stored.device_code, stored.user_code)
+    assert grant["user_code"] not in (stored.device_code, stored.user_code)
+    assert stored.device_code == device_code_digest(grant["device_code"])
 
     def poll():
         return requests.post(
@@ -339,3 +346,24 @@ def test_logout_without_a_hint_asks_first(live_server, live_app, user, browser_f
     assert done.status_code == 302
     after = redirect_params(browser.get("/o/authorize/", params=silent_params(app)))
     assert after["error"] == "login_required"
+
+
+@pytest.mark.django_db
+def test_migration_seals_device_codes_stored_in_clear():
+    from importlib import import_module
+
+    from django.apps import apps
+    from django.utils import timezone
+
+    from partners.oauth.device import user_code_digest
+
+    migration = import_module("partners.migrations.0007_seal_device_codes")
+    model = get_device_grant_model()
+    clear = model.objects.create(
+        client_id="tv", device_code="d" * 30, user_code="ABCD1234", expires=timezone.now()
+    )
+    migration.seal(apps, None)
+    migration.seal(apps, None)  # a second run changes nothing
+    clear.refresh_from_db()
+    assert clear.device_code == device_code_digest("d" * 30)
+    assert clear.user_code == user_code_digest("abcd-1234")
