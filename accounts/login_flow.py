@@ -16,6 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django_otp import user_has_device
 
 from accounts.audit import audit_event_record
+from accounts.known_devices import known_device_remember
 from accounts.models import AuditEvent, User
 from accounts.services_account import user_session_forget, user_session_record
 
@@ -65,4 +66,6 @@ def complete_primary_login(
         }
         return HttpResponseRedirect(reverse("accounts:login_mfa"))
     session_start(request, user=user, methods=[method])
-    return HttpResponseRedirect(target)
+    response = HttpResponseRedirect(target)
+    known_device_remember(request, response, user=user)
+    return response

@@ -117,6 +117,9 @@ class OneTimeCode(models.Model):
     recipient = models.CharField(max_length=254)
     code_hash = models.CharField(max_length=64)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
+    # Asked for from a browser that signed in to the account before: counted against the
+    # owner's own send budget (accounts/known_devices.py).
+    known_device = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     attempts = models.PositiveSmallIntegerField(default=0)

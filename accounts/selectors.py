@@ -2,6 +2,7 @@
 
 import math
 from datetime import datetime
+from typing import Any
 
 from axes.helpers import get_cool_off
 from axes.models import AccessAttempt
@@ -19,16 +20,22 @@ def user_get_by_recipient(*, channel: str, recipient: str) -> User | None:
     return User.objects.filter(email=recipient).first()
 
 
-def otp_send_retry_after(*, recipient: str, ip_address: str | None, now: datetime) -> int:
+def otp_send_retry_after(
+    *, recipient: str, ip_address: str | None, now: datetime, known_device: bool = False
+) -> int:
     """Seconds until one more code may be sent to `recipient` from `ip_address` (0: now).
 
     Counts the OneTimeCode rows inside every window of OTP_SEND_LIMITS_PER_RECIPIENT and
-    OTP_SEND_LIMITS_PER_IP. When a window is full, sending becomes possible again once the
+    OTP_SEND_LIMITS_PER_IP; the recipient's windows count requests from the owner's known
+    devices apart from everyone else's (accounts/known_devices.py). When a window is full, sending becomes possible again once the
     oldest of the `limit` newest rows in it leaves the window. Callers that go on to insert a
     row must hold the send lock (see services.otp_code_issue) so that the count stays true.
     """
-    checks: list[tuple[dict[str, str], list[tuple]]] = [
-        ({"recipient": recipient}, settings.OTP_SEND_LIMITS_PER_RECIPIENT)
+    checks: list[tuple[dict[str, Any], list[tuple]]] = [
+        (
+            {"recipient": recipient, "known_device": known_device},
+            settings.OTP_SEND_LIMITS_PER_RECIPIENT,
+        )
     ]
     if ip_address:
         checks.append(({"ip_address": ip_address}, settings.OTP_SEND_LIMITS_PER_IP))

@@ -5,6 +5,7 @@ import enum
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -100,6 +101,7 @@ def otp_code_issue(
     ip_address: str | None,
     message: MessageKind = MessageKind.CODE,
     language: str | None = None,
+    known_device: bool = False,
     now: datetime | None = None,
 ) -> OneTimeCode:
     """Create a new code for (`recipient`, `purpose`), which supersedes every older one, and
@@ -117,7 +119,9 @@ def otp_code_issue(
         _otp_send_lock(recipient=recipient, ip_address=ip_address)
         # Read the clock after the lock: a request that waited must not count with a stale now.
         now = now or timezone.now()
-        retry_after = otp_send_retry_after(recipient=recipient, ip_address=ip_address, now=now)
+        retry_after = otp_send_retry_after(
+            recipient=recipient, ip_address=ip_address, now=now, known_device=known_device
+        )
         if retry_after:
             raise OtpRateLimited(retry_after)
         code = otp_code_generate()
@@ -127,6 +131,7 @@ def otp_code_issue(
             recipient=recipient,
             code_hash=otp_code_digest(purpose=purpose, recipient=recipient, code=code),
             ip_address=ip_address,
+            known_device=known_device,
             created_at=now,
             expires_at=now + settings.OTP_CODE_TTL,
         )
@@ -248,11 +253,16 @@ def otp_code_message_send(*, code_id: int, code: str, kind: str, language: str) 
 
 
 def signup_start(
-    *, channel: str, recipient: str, ip_address: str | None, language: str | None = None
+    *,
+    channel: str,
+    recipient: str,
+    ip_address: str | None,
+    language: str | None = None,
+    known_users: Collection[str] = (),
 ) -> OneTimeCode:
     """Send a sign-up code to `recipient`. If an account already uses it, send a message that
     tells its owner to sign in instead; the caller cannot tell the two apart.
-    Raises OtpRateLimited."""
+    Raises OtpRateLimited. `known_users` is not used: a sign-up has no owner's device yet."""
     exists = user_get_by_recipient(channel=channel, recipient=recipient) is not None
     return otp_code_issue(
         purpose=OneTimeCode.Purpose.SIGNUP,
@@ -322,18 +332,26 @@ def _live_user(*, channel: str, recipient: str) -> User | None:
 
 
 def login_code_start(
-    *, channel: str, recipient: str, ip_address: str | None, language: str | None = None
+    *,
+    channel: str,
+    recipient: str,
+    ip_address: str | None,
+    language: str | None = None,
+    known_users: Collection[str] = (),
 ) -> OneTimeCode:
     """Send a sign-in code if an active account has this phone or email; otherwise write the
-    same row and send nothing. Raises OtpRateLimited."""
-    exists = _live_user(channel=channel, recipient=recipient) is not None
+    same row and send nothing. `known_users`: the public ids of the accounts the requesting
+    browser signed in to before (their owner's requests have a send budget of their own).
+    Raises OtpRateLimited."""
+    user = _live_user(channel=channel, recipient=recipient)
     return otp_code_issue(
         purpose=OneTimeCode.Purpose.LOGIN,
         channel=channel,
         recipient=recipient,
         ip_address=ip_address,
-        message=MessageKind.CODE if exists else MessageKind.NONE,
+        message=MessageKind.CODE if user is not None else MessageKind.NONE,
         language=language,
+        known_device=user is not None and user.public_id in known_users,
     )
 
 
@@ -368,18 +386,25 @@ def login_code_complete(
 
 
 def password_reset_start(
-    *, channel: str, recipient: str, ip_address: str | None, language: str | None = None
+    *,
+    channel: str,
+    recipient: str,
+    ip_address: str | None,
+    language: str | None = None,
+    known_users: Collection[str] = (),
 ) -> OneTimeCode:
     """Send a password reset code if an active account has this phone or email; otherwise
-    write the same row and send nothing. Raises OtpRateLimited."""
-    exists = _live_user(channel=channel, recipient=recipient) is not None
+    write the same row and send nothing. `known_users` as for login_code_start.
+    Raises OtpRateLimited."""
+    user = _live_user(channel=channel, recipient=recipient)
     return otp_code_issue(
         purpose=OneTimeCode.Purpose.RESET,
         channel=channel,
         recipient=recipient,
         ip_address=ip_address,
-        message=MessageKind.CODE if exists else MessageKind.NONE,
+        message=MessageKind.CODE if user is not None else MessageKind.NONE,
         language=language,
+        known_device=user is not None and user.public_id in known_users,
     )
 
 

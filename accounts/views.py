@@ -28,6 +28,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.audit import client_ip
 from accounts.forms import CodeForm, IdentifierForm, PasswordLoginForm, SetPasswordForm, SignupForm
+from accounts.known_devices import known_device_users
 from accounts.login_flow import complete_primary_login, safe_next_url
 from accounts.models import OneTimeCode, User
 from accounts.selectors import login_lockout_retry_at
@@ -274,6 +275,7 @@ def _code_resend(
             recipient=pending["recipient"],
             ip_address=client_ip(request),
             language=_language(),
+            known_users=known_device_users(request),
         )
     except OtpRateLimited as exc:
         page = _code_page(
@@ -422,6 +424,7 @@ def _identifier_start(
                     recipient=recipient,
                     ip_address=client_ip(request),
                     language=_language(),
+                    known_users=known_device_users(request),
                 )
             except OtpRateLimited as exc:
                 form.add_error(None, _rate_limited_message(exc.retry_after))

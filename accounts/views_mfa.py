@@ -20,6 +20,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.audit import audit_event_record
 from accounts.forms_account import PasswordConfirmForm, SecondFactorForm, TotpCodeForm
+from accounts.known_devices import known_device_remember
 from accounts.login_flow import (
     AUTH_METHODS_SESSION_KEY,
     PENDING_MFA_SESSION_KEY,
@@ -107,7 +108,9 @@ def login_mfa(request: HttpRequest) -> HttpResponse:
                     )
                     % {"count": factor.recovery_codes_left},
                 )
-            return HttpResponseRedirect(safe_next_url(request, pending.get("next")))
+            response = HttpResponseRedirect(safe_next_url(request, pending.get("next")))
+            known_device_remember(request, response, user=user)
+            return response
 
         attempts = int(pending.get("attempts", 0)) + 1
         audit_event_record(

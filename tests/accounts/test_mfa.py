@@ -15,6 +15,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.known_devices import COOKIE_NAME as KNOWN_DEVICE_COOKIE
 from accounts.login_flow import (
     AUTH_METHODS_SESSION_KEY,
     PENDING_MFA_SESSION_KEY,
@@ -228,6 +229,8 @@ def test_password_login_of_a_user_with_mfa_parks_the_login_until_the_code(client
 
     assert response.url == reverse("accounts:login_mfa")
     assert SESSION_KEY not in client.session
+    # The browser becomes a known device only once the second factor is in.
+    assert KNOWN_DEVICE_COOKIE not in response.cookies
     assert client.get(reverse("accounts:profile")).status_code == 302
     page = client.get(reverse("accounts:login_mfa"))
     assert page.status_code == 200
@@ -243,6 +246,7 @@ def test_a_valid_app_code_finishes_the_login_verified(client):
 
     assert response.status_code == 302
     assert response.url == "/account/security/"
+    assert KNOWN_DEVICE_COOKIE in response.cookies
     session = client.session
     assert session[SESSION_KEY] == str(user.pk)
     assert session[DEVICE_ID_SESSION_KEY] == device.persistent_id
