@@ -5,6 +5,7 @@ If the user has two-factor authentication, the login is parked in the session an
 the second-factor view; otherwise the session starts now.
 """
 
+import secrets
 import time
 
 from django.conf import settings
@@ -23,6 +24,9 @@ from accounts.services_account import user_session_forget, user_session_record
 PENDING_MFA_SESSION_KEY = "tokenpass_pending_mfa"
 AUTH_TIME_SESSION_KEY = "tokenpass_auth_time"
 AUTH_METHODS_SESSION_KEY = "tokenpass_amr"
+# The OpenID session id (`sid`) of this sign-in: named in the ID tokens that apps receive
+# through it and in the back-channel logout tokens sent when it ends.
+OIDC_SID_SESSION_KEY = "tokenpass_sid"
 BACKEND = "accounts.backends.PhoneOrEmailBackend"
 
 
@@ -46,6 +50,7 @@ def session_start(request: HttpRequest, *, user: User, methods: list[str]) -> No
     user_session_record(request=request, user=user)
     request.session[AUTH_TIME_SESSION_KEY] = int(time.time())
     request.session[AUTH_METHODS_SESSION_KEY] = methods
+    request.session[OIDC_SID_SESSION_KEY] = secrets.token_urlsafe(16)
     audit_event_record(
         action=AuditEvent.Action.LOGIN_SUCCESS, user=user, request=request, data={"amr": methods}
     )

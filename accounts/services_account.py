@@ -1,7 +1,7 @@
 """Writes behind the account pages and the staff admin: sessions, password change, profile,
 and lifting a sign-in lock-out."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import import_module
 from typing import Any
 
@@ -18,7 +18,7 @@ from django.utils import timezone
 from accounts.audit import audit_event_record, client_ip
 from accounts.backends import user_by_identifier
 from accounts.models import AuditEvent, User, UserSession
-from accounts.signals import user_signed_out_everywhere
+from accounts.signals import user_session_ended, user_signed_out_everywhere
 
 # last_seen_at is informational: writing it on every request would turn each page view into
 # a database write, so it is refreshed at most this often.
@@ -77,9 +77,27 @@ def user_session_touch(*, session_key: str) -> int:
     ).update(last_seen_at=now)
 
 
-def _sessions_end(*, sessions: list[UserSession]) -> int:
+def _sessions_end(*, sessions: list[UserSession], user: User, announce: bool = True) -> int:
+    """Delete the sessions from the store. With `announce`, user_session_ended is sent for
+    each, so that the apps signed in through it are told (back-channel logout with its sid)."""
+    from accounts.login_flow import AUTH_TIME_SESSION_KEY, OIDC_SID_SESSION_KEY  # imports us
+
     for row in sessions:
-        _session_store(row.session_key).delete()
+        store = _session_store(row.session_key)
+        data = store.load() if announce else {}
+        store.delete()
+        if announce:
+            signed_in = data.get(AUTH_TIME_SESSION_KEY)
+            user_session_ended.send(
+                sender=User,
+                user=user,
+                sid=data.get(OIDC_SID_SESSION_KEY) or "",
+                started_at=(
+                    datetime.fromtimestamp(signed_in, tz=UTC)
+                    if isinstance(signed_in, int | float)
+                    else row.created_at
+                ),
+            )
     UserSession.objects.filter(pk__in=[row.pk for row in sessions]).delete()
     return len(sessions)
 
@@ -97,7 +115,7 @@ def user_sessions_end_others(
             .exclude(session_key=keep_session_key or "")
             .order_by("pk")
         )
-        ended = _sessions_end(sessions=others)
+        ended = _sessions_end(sessions=others, user=user)
         audit_event_record(
             action=AuditEvent.Action.SESSIONS_REVOKED,
             user=user,
@@ -137,7 +155,7 @@ def user_password_change(*, request: HttpRequest, user: User, new_password: str)
             .exclude(session_key=request.session.session_key or "")
             .order_by("pk")
         )
-        ended = _sessions_end(sessions=others)
+        ended = _sessions_end(sessions=others, user=user)
         audit_event_record(
             action=AuditEvent.Action.PASSWORD_CHANGE,
             user=user,
@@ -186,7 +204,8 @@ def user_password_set_by_staff(
         _sessions_end(
             sessions=list(
                 UserSession.objects.filter(user=user).exclude(session_key=keep or "").order_by("pk")
-            )
+            ),
+            user=user,
         )
         audit_event_record(
             action=AuditEvent.Action.PASSWORD_CHANGE,
@@ -208,7 +227,8 @@ def user_sessions_end_all_by_staff(*, user: User, actor: User, request: HttpRequ
             .exclude(session_key=keep or "")
             .order_by("pk")
         )
-        ended = _sessions_end(sessions=rows)
+        # One notice without sid for every app (user_signed_out_everywhere), not one per session.
+        ended = _sessions_end(sessions=rows, user=user, announce=False)
         audit_event_record(
             action=AuditEvent.Action.SESSIONS_REVOKED,
             user=user,
@@ -232,7 +252,7 @@ def user_session_end(*, user: User, session_id: int, request: HttpRequest) -> bo
         )
         if row is None:
             return False
-        _sessions_end(sessions=[row])
+        _sessions_end(sessions=[row], user=user)
         audit_event_record(
             action=AuditEvent.Action.SESSIONS_REVOKED,
             user=user,

@@ -45,6 +45,7 @@ class BackchannelLogoutDeliveryAdmin(admin.ModelAdmin):
         "application",
         "user",
         "subject",
+        "sid",
         "jti",
         "logout_uri",
         "status",

@@ -9,10 +9,11 @@ class PartnersConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
 
-        from accounts.signals import user_signed_out_everywhere
+        from accounts.signals import user_session_ended, user_signed_out_everywhere
         from partners import admin_logout  # noqa: F401 (registers the delivery admin)
         from partners.oauth.backchannel import (
             on_user_logged_out,
+            on_user_session_ended,
             on_user_signed_out_everywhere,
         )
 
@@ -22,4 +23,8 @@ class PartnersConfig(AppConfig):
         # Staff signing a person out everywhere ends their sessions at the apps too.
         user_signed_out_everywhere.connect(
             on_user_signed_out_everywhere, dispatch_uid="partners.backchannel_logout_everywhere"
+        )
+        # So does a person ending one of their other sessions (or all of them but this one).
+        user_session_ended.connect(
+            on_user_session_ended, dispatch_uid="partners.backchannel_logout_session"
         )

@@ -215,6 +215,8 @@ class AuthorizationCode(models.Model):
     application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     auth_time = models.BigIntegerField(help_text=_("When the person signed in (Unix time)."))
+    # The OpenID session id of that sign-in, for the ID tokens' and logout tokens' `sid`.
+    sid = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     redeemed_at = models.DateTimeField(null=True, blank=True)
     access_token_checksum = models.CharField(max_length=64, blank=True)

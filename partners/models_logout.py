@@ -38,6 +38,8 @@ class BackchannelLogoutDelivery(models.Model):
     # The logout token's `sub` (User.public_id), kept so the delivery outlives the user row.
     subject = models.CharField(_("subject"), max_length=32)
     jti = models.CharField(_("token id"), max_length=64, unique=True)
+    # The ending session's OpenID session id, when one session ended (blank: all of them).
+    sid = models.CharField(_("session id"), max_length=64, blank=True)
     # The URI as it was at sign-out: a later edit of the app does not redirect old notices.
     logout_uri = models.URLField(_("back-channel logout URI"), max_length=500)
     status = models.CharField(

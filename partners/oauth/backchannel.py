@@ -8,10 +8,12 @@ Which apps: an app is "signed in" for a person when it has a back-channel logout
   logout revokes all of the person's tokens just before it ends the session); or
 - obtained tokens for the person (its consent's last_used_at) since the ending session signed
   in.
-Tokens are not bound to one browser session here (an app's refresh token outlives the session
-that authorized it), so the notice names the person (`sub`), not a session (`sid`): the app
-ends every session it has for that person, as the specification asks of a logout token without
-`sid`. We do not revoke the apps' refresh tokens ourselves: an app that keeps offline access
+The notice names the person (`sub`) and, when one Tokenpass session ends (the person signs
+out, or an app's RP-initiated logout), that session's id (`sid`), which is also in every ID
+token issued through that session: the app ends only its sessions that came from it, and a
+person signed in on a phone and a laptop stays signed in on the other device. When every
+session ends (sign out everywhere, staff), the token has no `sid` and the app ends every
+session it has for the person, as the specification asks. We do not revoke the apps' refresh tokens ourselves: an app that keeps offline access
 keeps it (OpenID Connect Back-Channel Logout 1.0 §2.7).
 
 Flow: the user_logged_out signal (our logout view and DOT's RP-initiated logout both call
@@ -54,7 +56,7 @@ from oauth2_provider.models import (
     get_refresh_token_model,
 )
 
-from accounts.login_flow import AUTH_TIME_SESSION_KEY
+from accounts.login_flow import AUTH_TIME_SESSION_KEY, OIDC_SID_SESSION_KEY
 from accounts.models import User
 from partners.delivery import AttemptOutcome, delivery_attempt_record
 from partners.models import Consent
@@ -152,6 +154,14 @@ def backchannel_logout_apps(*, user: User, session_started_at: datetime | None =
     )
 
 
+def session_sid_of(request: HttpRequest | None) -> str:
+    """The OpenID session id of the session that is ending, if it has one."""
+    if request is None or not hasattr(request, "session"):
+        return ""
+    value = request.session.get(OIDC_SID_SESSION_KEY)
+    return value if isinstance(value, str) else ""
+
+
 def session_started_at(request: HttpRequest | None, user: User) -> datetime | None:
     """When the session that is ending signed in (the OIDC auth_time the login flow keeps)."""
     value = None
@@ -163,7 +173,7 @@ def session_started_at(request: HttpRequest | None, user: User) -> datetime | No
 
 
 def backchannel_logout_start(
-    *, user: User, session_started_at: datetime | None = None
+    *, user: User, session_started_at: datetime | None = None, sid: str = ""
 ) -> list[BackchannelLogoutDelivery]:
     """Record one delivery per signed-in app and queue them once the transaction commits.
     Returns the deliveries (possibly none). Apps whose URI we refuse to call are recorded as
@@ -179,6 +189,7 @@ def backchannel_logout_start(
                     application=app,
                     user=user,
                     subject=user.public_id,
+                    sid=sid,
                     jti=uuid.uuid4().hex,
                     logout_uri=app.backchannel_logout_uri,
                     status=(
@@ -221,6 +232,7 @@ def backchannel_logout_resend(*, delivery_ids: list[int]) -> list[BackchannelLog
                     application=old.application,
                     user_id=old.user_id,
                     subject=old.subject,
+                    sid=old.sid,
                     jti=uuid.uuid4().hex,
                     logout_uri=uri,
                     status=(
@@ -243,7 +255,7 @@ def logout_token_build(
     *, delivery: BackchannelLogoutDelivery, client_id: str, now: int | None = None
 ) -> str:
     """A signed logout token (RS256, typ logout+jwt) for this delivery. No nonce, as the
-    specification requires; no sid (see the module docstring)."""
+    specification requires; `sid` when one session ended (see the module docstring)."""
     now = int(time.time()) if now is None else now
     key = keys.signing_jwk()
     claims = {
@@ -255,6 +267,8 @@ def logout_token_build(
         "sub": delivery.subject,
         "events": {LOGOUT_EVENT: {}},
     }
+    if delivery.sid:
+        claims["sid"] = delivery.sid
     token = jwt.JWT(
         header={"alg": "RS256", "typ": LOGOUT_TOKEN_TYPE, "kid": key["kid"]}, claims=claims
     )
@@ -364,9 +378,21 @@ def on_user_logged_out(
     if user is None or not getattr(user, "pk", None):
         return
     try:
-        backchannel_logout_start(user=user, session_started_at=session_started_at(request, user))
+        backchannel_logout_start(
+            user=user,
+            session_started_at=session_started_at(request, user),
+            sid=session_sid_of(request),
+        )
     except Exception:
         logger.exception("could not queue back-channel logout for user %s", user.pk)
+
+
+def on_user_session_ended(
+    sender: Any, user: User, sid: str, started_at: datetime | None, **kwargs: Any
+) -> None:
+    """accounts.signals.user_session_ended receiver: the apps are told that this session
+    (its sid) ended, in the transaction that ended it."""
+    backchannel_logout_start(user=user, session_started_at=started_at, sid=sid)
 
 
 def on_user_signed_out_everywhere(sender: Any, user: User, **kwargs: Any) -> None:

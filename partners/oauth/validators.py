@@ -26,7 +26,7 @@ from accounts.models import AuditEvent, User
 from accounts.oidc import CLAIMS_SUPPORTED, user_claims
 from partners.models import Application, AuthorizationCode
 from partners.oauth import keys, ratelimit
-from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
+from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_SID_KEY, SESSION_USER_KEY
 from partners.oauth.device import device_code_digest
 from partners.oauth.selectors import consent_covers
 from partners.oauth.services import (
@@ -167,6 +167,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 application=request.client,
                 user=request.user,
                 auth_time=self._session_auth_time(request),
+                sid=request.headers.get(SESSION_SID_KEY) or "",
             )
 
     def validate_code(
@@ -418,7 +419,9 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             )
         return user_claims(user=request.user, scopes=request.scopes or [])
 
-    def _auth_time_for(self, request: Any) -> int | None:
+    def _code_record_for(self, request: Any) -> AuthorizationCode | None:
+        """The authorization code behind this grant (directly, or the refresh token's family):
+        when and in which session the person signed in."""
         record = None
         if request.grant_type == "authorization_code" and request.code:
             record = AuthorizationCode.objects.filter(
@@ -430,15 +433,17 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 record = AuthorizationCode.objects.filter(
                     token_family=instance.token_family
                 ).first()
-        return record.auth_time if record is not None else None
+        return record
 
     def get_id_token_dictionary(
         self, token: Any, token_handler: Any, request: Any
     ) -> tuple[dict, Any]:
         claims, expiration_time = super().get_id_token_dictionary(token, token_handler, request)
-        auth_time = self._auth_time_for(request)
-        if auth_time is not None:
-            claims["auth_time"] = auth_time
+        record = self._code_record_for(request)
+        if record is not None:
+            claims["auth_time"] = record.auth_time
+            if record.sid:
+                claims["sid"] = record.sid
         return claims, expiration_time
 
     def _get_key_for_token(self, token: str) -> jwk.JWK | None:

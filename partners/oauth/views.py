@@ -773,7 +773,7 @@ def openid_configuration(request: HttpRequest) -> JsonResponse:
         # OpenID Connect Back-Channel Logout 1.0 (partners/oauth/backchannel.py); logout
         # tokens name the person (sub), not a session.
         "backchannel_logout_supported": True,
-        "backchannel_logout_session_supported": False,
+        "backchannel_logout_session_supported": True,
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -665,14 +665,50 @@ def test_an_app_signed_in_through_the_code_flow_is_told_with_the_sub_of_its_id_t
 
     # When that browser session signs out of Tokenpass
     session = Client()
-    session.cookies["sessionid"] = browser.http.cookies["sessionid"]
+    session.cookies["sessionid"] = browser.cookie("sessionid")
     assert session.post(reverse("accounts:logout")).status_code == 302
 
-    # Then the app is told, with the subject its ID token named
+    # Then the app is told, with the subject and the session id its ID token named
     (token,) = listener.tokens()
     _header, claims = decode_logout_token(token, app.client_id, jwks)
     assert claims["sub"] == id_token["sub"] == user.public_id
     assert claims["aud"] == app.client_id
+    assert id_token["sid"] and claims["sid"] == id_token["sid"]
+
+
+@pytest.mark.django_db
+def test_ending_one_other_session_tells_the_apps_that_session_id(
+    listener, django_capture_on_commit_callbacks
+):
+    from accounts.login_flow import OIDC_SID_SESSION_KEY
+    from accounts.models import UserSession
+    from tests.factories import DEFAULT_PASSWORD
+
+    # Given a person signed in on a laptop and a phone, and an app signed in for them
+    user = UserFactory(phone="+8613800138011")
+    app = make_app("Chat", logout_uri=listener.url())
+    give_tokens(user, app)
+    laptop, phone = Client(), Client()
+    for browser in (laptop, phone):
+        login = browser.post(
+            reverse("accounts:login"), {"username": user.phone, "password": DEFAULT_PASSWORD}
+        )
+        assert login.status_code == 302
+    phone_sid = phone.session[OIDC_SID_SESSION_KEY]
+    assert phone_sid and phone_sid != laptop.session[OIDC_SID_SESSION_KEY]
+    phone_row = UserSession.objects.get(session_key=phone.session.session_key)
+
+    # When the laptop signs the phone out from the security page
+    with django_capture_on_commit_callbacks(execute=True):
+        ended = laptop.post(reverse("accounts:session_end", args=[phone_row.pk]))
+    assert ended.status_code == 302
+
+    # Then the app is told that the phone's session ended, and only that one
+    (token,) = listener.tokens()
+    _, claims = decode_logout_token(token, app.client_id, keys.public_jwks())
+    assert claims["sub"] == user.public_id
+    assert claims["sid"] == phone_sid
+    assert laptop.get(reverse("accounts:security")).status_code == 200
 
 
 @pytest.mark.django_db
@@ -697,10 +733,12 @@ def test_staff_signing_a_person_out_everywhere_tells_their_apps(
     assert delivery.status == BackchannelLogoutDelivery.Status.DELIVERED
     _, claims = decode_logout_token(listener.tokens()[0], app.client_id, keys.public_jwks())
     assert claims["sub"] == user.public_id
+    # Every session ended: no sid, so the app ends all of the person's sessions.
+    assert "sid" not in claims
 
 
 @pytest.mark.django_db
 def test_discovery_advertises_back_channel_logout(client):
     config = client.get("/.well-known/openid-configuration").json()
     assert config["backchannel_logout_supported"] is True
-    assert config["backchannel_logout_session_supported"] is False
+    assert config["backchannel_logout_session_supported"] is True

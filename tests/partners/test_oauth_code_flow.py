@@ -10,7 +10,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.jose import JsonWebKey, JsonWebToken
 from django.conf import settings
 
-from accounts.login_flow import AUTH_TIME_SESSION_KEY
+from accounts.login_flow import AUTH_TIME_SESSION_KEY, OIDC_SID_SESSION_KEY
 from accounts.models import AuditEvent
 from partners.models import AuthorizationCode, Consent
 from partners.oauth.tokens import access_token_verify
@@ -257,3 +257,8 @@ def test_auth_time_in_the_id_token_is_when_the_person_signed_in(
     refreshed = oauth.refresh_token(f"{live_server.url}/o/token/")
     again = decode_id_token(live_server.url, refreshed["id_token"], app.client_id)
     assert again["auth_time"] == signed_in_at
+    # and the session id: an app maps a back-channel logout's sid to this sign-in
+    assert (
+        claims["sid"] == SessionStore(session_key=browser.cookie("sessionid"))[OIDC_SID_SESSION_KEY]
+    )
+    assert again["sid"] == claims["sid"]
