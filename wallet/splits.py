@@ -19,7 +19,7 @@ from partners.agreements import services as agreement_services
 from partners.agreements.models import Agreement, SplitLine
 from partners.agreements.split import legs_cap, tiered_share, tiers_parse, tokens_cost
 from partners.models import Application
-from wallet.ledger import Leg, partner_payable_account, system_account
+from wallet.ledger import Leg, shared_accounts_get
 from wallet.models import LedgerAccount, LedgerTransaction, Price
 from wallet.pricing import Usage
 
@@ -159,6 +159,20 @@ def capture_split(
             wanted.append((Role.COBUILD_SHARE, agreement, amount * agreement.share_bps // 10_000))
 
     paid = legs_cap(amount=amount, wanted=[want for _, _, want in wanted])
+    remainder = amount - sum(paid)
+    # The accounts the legs go to, in one query for all of them (and once per batch).
+    partner_ids = {
+        agreement.partner_id
+        for (_r, agreement, _w), share in zip(wanted, paid, strict=True)
+        if share
+    } - set(context.payables)
+    revenue_kinds = (
+        [LedgerAccount.Kind.PLATFORM_REVENUE] if remainder and not context.revenue else []
+    )
+    if partner_ids or revenue_kinds:
+        payables, system = shared_accounts_get(partner_ids=partner_ids, kinds=revenue_kinds)
+        context.payables.update(payables)
+        context.revenue = context.revenue or system.get(LedgerAccount.Kind.PLATFORM_REVENUE)
     legs: list[Leg] = []
     lines = []
     for (role, agreement, _want), share_amount in zip(wanted, paid, strict=True):
@@ -175,14 +189,10 @@ def capture_split(
             )
         )
         if share_amount:
-            if agreement.partner_id not in context.payables:
-                context.payables[agreement.partner_id] = partner_payable_account(agreement.partner)
             legs.append((context.payables[agreement.partner_id], share_amount))
     context.count(lines)
-    remainder = amount - sum(paid)
     if remainder:
-        if context.revenue is None:
-            context.revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+        assert context.revenue is not None
         legs.append((context.revenue, remainder))
     return Split(legs, lines)
 

@@ -133,20 +133,32 @@ PARTS: list[tuple[str, list[tuple[str, str]]]] = [
     ("authentication (bearer token)", [("rest_framework/request.py", "_authenticate")]),
     ("input validation", [("wallet/api/views.py", "validated")]),
     ("wallet_charge (service, whole)", [("wallet/services.py", "wallet_charge")]),
-    ("  idempotency claim + result", [("wallet/services.py", "_idempotency_claim"),
-                                      ("wallet/services.py", "_idempotency_done")]),
+    (
+        "  idempotency claim + result",
+        [("wallet/services.py", "_idempotency_claim"), ("wallet/services.py", "_idempotency_done")],
+    ),
     ("  pricing", [("wallet/pricing.py", "price_in_force")]),
     ("  locking the wallet", [("wallet/ledger.py", "user_accounts_lock")]),
     ("  allowance", [("wallet/services.py", "_allowance_check")]),
-    ("  buckets (expiry, balance, draw)", [("wallet/services.py", "_spendable_balance"),
-                                           ("wallet/services.py", "_buckets_take"),
-                                           ("wallet/services.py", "_buckets_draw")]),
+    (
+        "  buckets (expiry, balance, draw)",
+        [
+            ("wallet/services.py", "_spendable_balance"),
+            ("wallet/services.py", "_buckets_take"),
+            ("wallet/services.py", "_buckets_draw"),
+        ],
+    ),
     ("  split (agreements, tallies, accounts)", [("wallet/splits.py", "capture_split")]),
     ("  split lines", [("wallet/splits.py", "capture_split_record")]),
     ("  ledger posting", [("wallet/ledger.py", "ledger_post")]),
     ("  commit", [("django/db/backends/base/base.py", "commit")]),
-    ("response (serializer)", [("wallet/api/serializers.py", "charge_represent"),
-                               ("rest_framework/serializers.py", "data")]),
+    (
+        "response (serializer)",
+        [
+            ("wallet/api/serializers.py", "charge_represent"),
+            ("rest_framework/serializers.py", "data"),
+        ],
+    ),
 ]
 
 
@@ -164,7 +176,9 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     client = Client(
-        HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_X_FORWARDED_PROTO="https", enforce_csrf_checks=True
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_X_FORWARDED_PROTO="https",
+        enforce_csrf_checks=True,
     )
     body = {"model": "profile-model", "input_tokens": 1000, "output_tokens": 100}
 
@@ -200,7 +214,7 @@ def main() -> None:
     profiler.disable()
     stats = pstats.Stats(profiler)
     total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
-    print(f"\nshare of the profiled time (cumulative, so parts overlap where they nest):")
+    print("\nshare of the profiled time (cumulative, so parts overlap where they nest):")
     for label, names in PARTS:
         spent = sum(
             row[3]
