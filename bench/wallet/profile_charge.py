@@ -21,9 +21,11 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The HTTP run's production settings and database server.
+from run import PG_URL, ROOT, server_env
+
 DB_NAME = "tokenpass_prof_charge"
-PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 
 
 def setup() -> None:
@@ -32,22 +34,11 @@ def setup() -> None:
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "SECRET_KEY": "profile-" + "k" * 60,
-            "ALLOWED_HOSTS": "testserver,127.0.0.1",
-            "SITE_URL": "https://127.0.0.1",
-            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
-            "CONN_MAX_AGE": "600",
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "CELERY_BROKER_URL": "memory://",
-            "CELERY_TASK_ALWAYS_EAGER": "true",
-            "OIDC_KEYS_GENERATE": "true",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    # As gunicorn runs in bench/wallet/run.py, on this script's own database; the test
+    # client's requests come to "testserver".
+    env = server_env()
+    env.update({"DATABASE_URL": f"{PG_URL}/{DB_NAME}", "ALLOWED_HOSTS": "testserver"})
+    os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     import django
 
