@@ -136,7 +136,7 @@ PARTS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("wallet/services.py", "_spendable_balance"),
             ("wallet/services.py", "_buckets_take"),
-            ("wallet/services.py", "_buckets_draw"),
+            ("wallet/services.py", "_wallet_spend"),
         ],
     ),
     ("  split (agreements, tallies, accounts)", [("wallet/splits.py", "capture_split")]),
