@@ -46,11 +46,13 @@ def partner_payable_account(partner: Partner) -> LedgerAccount:
 
 
 def shared_accounts_get(
-    *, partner_ids: Iterable[int], kinds: Iterable[str] = ()
+    *, partner_ids: Iterable[int], kinds: Iterable[str] = (), create: bool = True
 ) -> tuple[dict[int, LedgerAccount], dict[str, LedgerAccount]]:
     """The payable accounts of ``partner_ids`` and the system accounts of ``kinds``, in one
     query (a capture's split needs several). Returns ({partner id: account}, {kind: account});
-    an account used for the first time is created."""
+    an account used for the first time is created, unless ``create`` is false (then it is
+    left out: a caller that holds no user lock yet must not, because a concurrent first use
+    that holds one would wait for it on the unique index while it waits for that lock)."""
     partner_ids, kinds = set(partner_ids), set(kinds)
     assert kinds <= set(LedgerAccount.SYSTEM_KINDS), kinds
     if not partner_ids and not kinds:
@@ -65,6 +67,8 @@ def shared_accounts_get(
             payables[account.partner_id] = account
         else:
             system[account.kind] = account
+    if not create:
+        return payables, system
     for partner_id in sorted(partner_ids - set(payables)):
         payables[partner_id], _ = LedgerAccount.objects.get_or_create(
             kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner_id=partner_id

@@ -648,10 +648,14 @@ def wallet_charge(
     now = timezone.now()
     price = price_in_force(model_name=model, at=now)
     cost = cost_compute(price=price, usage=usage)
+    # The split's reads that need no lock, before the wallet's lock: a user's charges queue
+    # on it, so it is held for as few statements as possible.
+    context = splits.SplitContext()
+    splits.split_prefetch(app=app, price=price, at=now, context=context)
     wallet, _holds = user_accounts_lock(user=user)
     _allowance_check(user=user, app=app, amount=cost, now=now)
     _wallet_spend(wallet=wallet, amount=cost, now=now)
-    split = _split_legs(app=app, price=price, amount=cost, usage=usage, at=now)
+    split = _split_legs(app=app, price=price, amount=cost, usage=usage, at=now, context=context)
     ledger_tx = ledger_post(
         kind=TxKind.CHARGE,
         reference=f"charge:{uuid.uuid4().hex}",
