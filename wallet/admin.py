@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from wallet import services
+from wallet import selectors, services
 from wallet.exceptions import WalletError
 from wallet.forms import RedemptionBatchForm, StaffCreditForm
 from wallet.models import (
@@ -70,9 +70,18 @@ class EntryInline(admin.TabularInline):
 
 @admin.register(LedgerAccount)
 class LedgerAccountAdmin(ReadOnlyAdmin):
-    list_display = ("id", "kind", "user", "partner", "balance")
+    list_display = ("id", "kind", "user", "partner", "current_balance")
     list_filter = ("kind",)
     search_fields = ("user__phone", "user__email", "partner__name")
+    readonly_fields = ("kind", "user", "partner", "current_balance")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Shared accounts' cached rows lag by the deltas not yet folded: show the sum.
+        return selectors.ledger_accounts_with_balance(super().get_queryset(request))
+
+    @admin.display(description=_("balance"), ordering="current_balance")
+    def current_balance(self, account: LedgerAccount) -> int:
+        return int(account.current_balance)  # type: ignore[attr-defined]
 
 
 @admin.register(Wallet)

@@ -2,7 +2,11 @@
 
 Checks (each failure is reported with the ids involved):
 * every ledger transaction's entries sum to zero;
-* every account's cached balance equals the sum of its entries;
+* every account's balance equals the sum of its entries (the cached balance, plus for the
+  shared accounts the deltas not yet folded);
+* no wallet or holds account has a delta (their cached balance moves with their entries,
+  under their lock and CHECK constraint);
+* no delta waits longer than WALLET_AUDIT_DELTA_GRACE to be folded (the fold has stopped);
 * no wallet or holds account is negative;
 * every wallet's balance equals what is left in its buckets;
 * every holds account equals the sum of its user's open holds;
@@ -15,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from wallet.models import Hold, LedgerAccount, WalletAuditRun
+from wallet.models import BalanceDelta, Hold, LedgerAccount, WalletAuditRun
 
 PROBLEM_LIMIT = 100
 
@@ -31,9 +35,23 @@ CHECKS: list[tuple[str, str]] = [
     (
         "balance_differs_from_entries",
         """
-        SELECT a.id, a.balance, COALESCE(SUM(e.amount), 0)
-        FROM wallet_ledgeraccount a LEFT JOIN wallet_ledgerentry e ON e.account_id = a.id
-        GROUP BY a.id, a.balance HAVING a.balance <> COALESCE(SUM(e.amount), 0)
+        SELECT a.id, a.balance + COALESCE(d.pending, 0), COALESCE(e.total, 0)
+        FROM wallet_ledgeraccount a
+        LEFT JOIN (
+            SELECT account_id, SUM(amount) AS total FROM wallet_ledgerentry GROUP BY account_id
+        ) e ON e.account_id = a.id
+        LEFT JOIN (
+            SELECT account_id, SUM(amount) AS pending FROM wallet_balancedelta GROUP BY account_id
+        ) d ON d.account_id = a.id
+        WHERE a.balance + COALESCE(d.pending, 0) <> COALESCE(e.total, 0)
+        """,
+    ),
+    (
+        "user_account_deltas",
+        """
+        SELECT d.id, d.account_id, d.amount
+        FROM wallet_balancedelta d JOIN wallet_ledgeraccount a ON a.id = d.account_id
+        WHERE a.kind IN ('wallet', 'holds')
         """,
     ),
     (
@@ -76,9 +94,13 @@ def wallet_audit_run() -> WalletAuditRun:
         status=Hold.Status.OPEN, expires_at__lt=started - settings.WALLET_AUDIT_HOLD_GRACE
     ).values_list("pk", flat=True)[:PROBLEM_LIMIT]
     problems.extend({"check": "expired_holds_open", "row": [pk]} for pk in stale)
+    unfolded = BalanceDelta.objects.filter(
+        created_at__lt=started - settings.WALLET_AUDIT_DELTA_GRACE
+    ).values_list("pk", flat=True)[:PROBLEM_LIMIT]
+    problems.extend({"check": "deltas_not_folded", "row": [pk]} for pk in unfolded)
     checked = {
         "accounts": LedgerAccount.objects.count(),
-        "checks": [name for name, _ in CHECKS] + ["expired_holds_open"],
+        "checks": [name for name, _ in CHECKS] + ["expired_holds_open", "deltas_not_folded"],
     }
     return WalletAuditRun.objects.create(
         started_at=started, ok=not problems, problems=problems, checked=checked

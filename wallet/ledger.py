@@ -2,8 +2,13 @@
 
 Lock order (to stay free of deadlocks): a service first locks the user's own accounts with
 ``select_for_update`` in primary-key order, then the rows it changes (hold, charge, code);
-``ledger_post`` then updates the remaining (system and partner) accounts in primary-key order.
-A transaction therefore never waits for a user's account while holding a system account.
+``ledger_post`` then moves the user accounts' cached balances, which it already holds.
+
+Shared accounts (platform revenue and the other system accounts, partner payables) are never
+locked or updated by a posting: every capture would otherwise queue on the platform-revenue
+row. A posting appends a ``BalanceDelta`` per shared account instead, and
+``balance_deltas_fold`` (a beat task) moves the deltas into the cached rows. A shared
+account's balance is its cached row plus its deltas not yet folded (``wallet.selectors``).
 """
 
 import json
@@ -12,12 +17,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Partner
-from wallet.models import LedgerAccount, LedgerEntry, LedgerTransaction
+from wallet.models import BalanceDelta, LedgerAccount, LedgerEntry, LedgerTransaction
 
 Leg = tuple[LedgerAccount, int]
 
@@ -35,9 +40,42 @@ def system_account(kind: str) -> LedgerAccount:
 
 def partner_payable_account(partner: Partner) -> LedgerAccount:
     account, _ = LedgerAccount.objects.get_or_create(
-        kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner=partner
+        kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner_id=partner.pk
     )
     return account
+
+
+def shared_accounts_get(
+    *, partner_ids: Iterable[int], kinds: Iterable[str] = (), create: bool = True
+) -> tuple[dict[int, LedgerAccount], dict[str, LedgerAccount]]:
+    """The payable accounts of ``partner_ids`` and the system accounts of ``kinds``, in one
+    query (a capture's split needs several). Returns ({partner id: account}, {kind: account});
+    an account used for the first time is created, unless ``create`` is false (then it is
+    left out: a caller that holds no user lock yet must not, because a concurrent first use
+    that holds one would wait for it on the unique index while it waits for that lock)."""
+    partner_ids, kinds = set(partner_ids), set(kinds)
+    assert kinds <= set(LedgerAccount.SYSTEM_KINDS), kinds
+    if not partner_ids and not kinds:
+        return {}, {}
+    wanted = Q(kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner_id__in=partner_ids) | Q(
+        kind__in=kinds, user__isnull=True, partner__isnull=True
+    )
+    payables: dict[int, LedgerAccount] = {}
+    system: dict[str, LedgerAccount] = {}
+    for account in LedgerAccount.objects.filter(wanted):
+        if account.partner_id is not None:
+            payables[account.partner_id] = account
+        else:
+            system[account.kind] = account
+    if not create:
+        return payables, system
+    for partner_id in sorted(partner_ids - set(payables)):
+        payables[partner_id], _ = LedgerAccount.objects.get_or_create(
+            kind=LedgerAccount.Kind.PARTNER_PAYABLE, partner_id=partner_id
+        )
+    for kind in sorted(kinds - set(system)):
+        system[kind] = system_account(kind)
+    return payables, system
 
 
 def user_accounts_lock(*, user: User) -> tuple[LedgerAccount, LedgerAccount]:
@@ -63,6 +101,23 @@ def user_accounts_lock(*, user: User) -> tuple[LedgerAccount, LedgerAccount]:
     return by_kind[LedgerAccount.Kind.WALLET], by_kind[LedgerAccount.Kind.HOLDS]
 
 
+def _legs_merge(*, reference: str, legs: Iterable[Leg], user_pks: set[int]) -> dict[int, int]:
+    """Merge the legs by account and drop zero legs; add the user accounts' ids (wallet,
+    holds: their cached balance moves in the posting's transaction) to ``user_pks``. Raises
+    TypeError on a non-integer amount and UnbalancedTransaction unless they sum to zero."""
+    totals: dict[int, int] = defaultdict(int)
+    for account, amount in legs:
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError("ledger amounts are integers")
+        totals[account.pk] += amount
+        if account.kind in LedgerAccount.USER_KINDS:
+            user_pks.add(account.pk)
+    totals = {pk: amount for pk, amount in totals.items() if amount}
+    if sum(totals.values()) != 0:
+        raise UnbalancedTransaction(f"legs of {reference} sum to {sum(totals.values())}")
+    return totals
+
+
 def ledger_post(
     *,
     kind: str,
@@ -70,32 +125,75 @@ def ledger_post(
     legs: Iterable[Leg],
     metadata: dict[str, Any] | None = None,
 ) -> LedgerTransaction:
-    """Insert one balanced transaction and move the cached balances by the same amounts.
+    """Insert one balanced transaction; move the user accounts' cached balances by the same
+    amounts and append a delta for each shared account, all in one statement.
 
     Legs on the same account are merged and zero legs dropped. Raises UnbalancedTransaction
     if they do not sum to zero (PostgreSQL would refuse it at commit anyway), and
-    IntegrityError if the reference was used before or a wallet would go negative."""
+    IntegrityError if the reference was used before or a wallet would go negative. The caller
+    holds the locks of the user accounts it posts to (``user_accounts_lock``)."""
     assert transaction.get_connection().in_atomic_block, "ledger_post needs a transaction"
-    totals: dict[int, int] = defaultdict(int)
-    for account, amount in legs:
-        if not isinstance(amount, int) or isinstance(amount, bool):
-            raise TypeError("ledger amounts are integers")
-        totals[account.pk] += amount
-    totals = {pk: amount for pk, amount in totals.items() if amount}
-    if sum(totals.values()) != 0:
-        raise UnbalancedTransaction(f"legs of {reference} sum to {sum(totals.values())}")
-    ledger_tx = LedgerTransaction.objects.create(
-        kind=kind, reference=reference, metadata=metadata or {}
+    user_pks: set[int] = set()
+    totals = _legs_merge(reference=reference, legs=legs, user_pks=user_pks)
+    ledger_tx = LedgerTransaction(
+        kind=kind, reference=reference, metadata=metadata or {}, created_at=timezone.now()
     )
-    LedgerEntry.objects.bulk_create(
-        [
-            LedgerEntry(transaction=ledger_tx, account_id=pk, amount=amount)
-            for pk, amount in sorted(totals.items())
-        ]
-    )
-    for pk, amount in sorted(totals.items()):
-        LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
+    ordered = sorted(totals.items())
+    user_legs = [(pk, amount) for pk, amount in ordered if pk in user_pks]
+    shared_legs = [(pk, amount) for pk, amount in ordered if pk not in user_pks]
+    assert LedgerTransaction._meta.db_table == "wallet_ledgertransaction"
+    assert LedgerEntry._meta.db_table == "wallet_ledgerentry"
+    assert BalanceDelta._meta.db_table == "wallet_balancedelta"
+    # One round trip: the transaction, its entries, the shared accounts' deltas and the user
+    # accounts' balances (the CHECK constraint refuses a negative one, failing the statement).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """WITH tx AS (
+                INSERT INTO wallet_ledgertransaction (kind, reference, metadata, created_at)
+                VALUES (%s, %s, %s::jsonb, %s) RETURNING id
+            ), entries AS (
+                INSERT INTO wallet_ledgerentry (transaction_id, account_id, amount)
+                SELECT tx.id, e.account_id, e.amount
+                FROM tx, unnest(%s::bigint[], %s::bigint[]) AS e(account_id, amount)
+            ), deltas AS (
+                INSERT INTO wallet_balancedelta (account_id, amount, created_at)
+                SELECT d.account_id, d.amount, %s
+                FROM unnest(%s::bigint[], %s::bigint[]) AS d(account_id, amount)
+            ), balances AS (
+                UPDATE wallet_ledgeraccount AS a SET balance = a.balance + u.amount
+                FROM unnest(%s::bigint[], %s::bigint[]) AS u(account_id, amount)
+                WHERE a.id = u.account_id
+            )
+            SELECT id FROM tx""",
+            [
+                ledger_tx.kind,
+                ledger_tx.reference,
+                json.dumps(ledger_tx.metadata),
+                ledger_tx.created_at,
+                [pk for pk, _amount in ordered],
+                [amount for _pk, amount in ordered],
+                ledger_tx.created_at,
+                [pk for pk, _amount in shared_legs],
+                [amount for _pk, amount in shared_legs],
+                [pk for pk, _amount in user_legs],
+                [amount for _pk, amount in user_legs],
+            ],
+        )
+        ledger_tx.pk = cursor.fetchone()[0]
+    ledger_tx._state.adding = False
     return ledger_tx
+
+
+def _balances_move(*, net: dict[int, int], user_pks: set[int]) -> None:
+    """Move the user accounts' cached balances by ``net`` (in primary-key order) and append
+    one delta per shared account."""
+    moves = sorted((pk, amount) for pk, amount in net.items() if amount)
+    for pk, amount in moves:
+        if pk in user_pks:
+            LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
+    BalanceDelta.objects.bulk_create(
+        [BalanceDelta(account_id=pk, amount=amount) for pk, amount in moves if pk not in user_pks]
+    )
 
 
 Posting = tuple[str, str, list[Leg], dict[str, Any]]  # (kind, reference, legs, metadata)
@@ -103,21 +201,16 @@ Posting = tuple[str, str, list[Leg], dict[str, Any]]  # (kind, reference, legs, 
 
 def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
     """``ledger_post`` for the many transactions of one batch: every transaction is checked
-    and merged the same way, then all are inserted with one INSERT per table, and each touched
-    account's cached balance moves once by the batch's net amount, in primary-key order (the
-    same lock order as ``ledger_post``). Returns the transactions in the order given."""
+    and merged the same way, then all are inserted with one INSERT per table, each touched
+    user account's cached balance moves once by the batch's net amount, in primary-key order,
+    and each shared account gets one delta for the batch. Returns the transactions in the
+    order given."""
     assert transaction.get_connection().in_atomic_block, "ledger_post needs a transaction"
-    merged: list[dict[int, int]] = []
-    for _kind, reference, legs, _metadata in postings:
-        totals: dict[int, int] = defaultdict(int)
-        for account, amount in legs:
-            if not isinstance(amount, int) or isinstance(amount, bool):
-                raise TypeError("ledger amounts are integers")
-            totals[account.pk] += amount
-        totals = {pk: amount for pk, amount in totals.items() if amount}
-        if sum(totals.values()) != 0:
-            raise UnbalancedTransaction(f"legs of {reference} sum to {sum(totals.values())}")
-        merged.append(totals)
+    user_pks: set[int] = set()
+    merged = [
+        _legs_merge(reference=reference, legs=legs, user_pks=user_pks)
+        for _kind, reference, legs, _metadata in postings
+    ]
     if not postings:
         return []
     now = timezone.now()
@@ -166,7 +259,40 @@ def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
                 SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])""",
                 [tx_ids, account_ids, amounts],
             )
-    for pk, amount in sorted(net.items()):
-        if amount:
-            LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
+    _balances_move(net=net, user_pks=user_pks)
     return ledger_txs
+
+
+# pg_try_advisory_xact_lock(namespace, key): one fold at a time.
+FOLD_LOCK = (0x77610001, 0)
+
+
+def balance_deltas_fold(*, limit: int = 10_000) -> int | None:
+    """Fold up to ``limit`` deltas into their shared accounts' cached balances, in one
+    transaction: the deltas it sees are deleted and their sums added to the cached rows
+    together, so a delta counts once, in one place or the other, at every instant and
+    whatever fails. Returns how many were folded, or None if another fold holds the lock.
+
+    The UPDATE takes only the shared rows' no-key lock, which does not conflict with the
+    key-share locks that concurrent postings' foreign keys take on them: postings never wait
+    for a fold."""
+    assert BalanceDelta._meta.db_table == "wallet_balancedelta"
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", FOLD_LOCK)
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            """WITH folded AS (
+                DELETE FROM wallet_balancedelta WHERE id IN (
+                    SELECT id FROM wallet_balancedelta ORDER BY id LIMIT %s
+                ) RETURNING account_id, amount
+            ), sums AS (
+                SELECT account_id, SUM(amount) AS amount, COUNT(*) AS n
+                FROM folded GROUP BY account_id
+            )
+            UPDATE wallet_ledgeraccount AS a SET balance = a.balance + sums.amount
+            FROM sums WHERE a.id = sums.account_id
+            RETURNING sums.n""",
+            [limit],
+        )
+        return sum(int(n) for (n,) in cursor.fetchall())

@@ -4,9 +4,13 @@ Invariants (enforced by the database where it can, and proven nightly by `wallet
 
 * The entries of every ledger transaction sum to zero (a deferred constraint trigger on
   PostgreSQL). Entries are insert-only (triggers refuse UPDATE and DELETE).
-* An account's cached ``balance`` changes only in the transaction that inserts its entries, so
-  it always equals the sum of its entries; wallets and holds accounts can never go negative
-  (CHECK constraint).
+* A user's wallet and holds accounts have their cached ``balance`` moved in the transaction
+  that inserts their entries, so it always equals the sum of their entries, and can never go
+  negative (CHECK constraint). The shared accounts (platform, partners) are not updated on
+  every posting, which would make their rows a lock every capture waits for: each posting
+  appends a ``BalanceDelta`` instead, and a beat task folds the deltas into the cached row.
+  Their balance is the cached row plus the deltas not yet folded, which always equals the sum
+  of their entries.
 * A user's wallet balance equals the sum of the ``remaining`` of their buckets: every credit
   lands in a bucket and every debit takes from buckets.
 
@@ -60,7 +64,8 @@ class LedgerAccount(models.Model):
         blank=True,
         related_name="ledger_accounts",
     )
-    # Cached sum of this account's entries; written only by wallet.ledger.ledger_post.
+    # Cached sum of this account's entries, written only by wallet.ledger. For a shared
+    # account it lags by the deltas not yet folded (wallet.selectors.ledger_account_balance).
     balance = models.BigIntegerField(_("balance"), default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -103,6 +108,26 @@ class LedgerAccount(models.Model):
     def __str__(self) -> str:
         owner = self.user or self.partner
         return f"{self.get_kind_display()} {owner}" if owner else str(self.get_kind_display())
+
+
+class BalanceDelta(models.Model):
+    """A change of a shared account's balance posted but not yet folded into its cached row.
+
+    Postings only insert these (no row lock is taken on the shared account); the fold
+    (``wallet.ledger.balance_deltas_fold``, a beat task) deletes the ones it sees and adds their
+    sum to the cached balances in the same transaction, so each delta counts exactly once:
+    before the fold in the deltas, after it in the cached row."""
+
+    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="+")
+    amount = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("balance change not yet folded")
+        verbose_name_plural = _("balance changes not yet folded")
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.amount:+d}"
 
 
 class Wallet(LedgerAccount):

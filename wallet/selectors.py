@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -12,6 +13,7 @@ from accounts.models import User
 from partners.models import Application
 from wallet import services
 from wallet.models import (
+    BalanceDelta,
     Bucket,
     Charge,
     Hold,
@@ -20,6 +22,33 @@ from wallet.models import (
     LedgerTransaction,
     Refund,
 )
+
+
+def _current_balance() -> CombinedExpression:
+    """The cached balance plus the deltas not yet folded into it: the sum of the account's
+    entries (the cached ``balance`` alone lags for shared accounts; see wallet.ledger)."""
+    pending = (
+        BalanceDelta.objects.filter(account_id=OuterRef("pk"))
+        .values("account_id")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return F("balance") + Coalesce(Subquery(pending), Value(0))
+
+
+def ledger_accounts_with_balance(
+    accounts: QuerySet[LedgerAccount] | None = None,
+) -> QuerySet[LedgerAccount]:
+    """``accounts`` (default: all) annotated with ``current_balance`` (see _current_balance)."""
+    accounts = LedgerAccount.objects.all() if accounts is None else accounts
+    return accounts.annotate(current_balance=_current_balance())
+
+
+def ledger_account_balance(*, account: LedgerAccount) -> int:
+    """The account's balance now (cached balance plus deltas not yet folded), read in one
+    statement so that a concurrent fold is seen entirely or not at all."""
+    found = LedgerAccount.objects.filter(pk=account.pk).annotate(current=_current_balance())
+    return int(found.values_list("current", flat=True).get())
 
 
 @dataclass(frozen=True)

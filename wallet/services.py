@@ -15,8 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, Sum
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -37,7 +37,13 @@ from wallet.exceptions import (
     TooManyAttempts,
     WalletError,
 )
-from wallet.ledger import ledger_post, ledger_post_many, system_account, user_accounts_lock
+from wallet.ledger import (
+    balance_deltas_fold,
+    ledger_post,
+    ledger_post_many,
+    system_account,
+    user_accounts_lock,
+)
 from wallet.models import (
     Bucket,
     Charge,
@@ -60,6 +66,7 @@ from wallet.pricing import Usage, cost_compute, price_in_force, usage_validate
 
 Kind = LedgerAccount.Kind
 TxKind = LedgerTransaction.Kind
+FOLD_BATCH = 10_000
 
 # ---------------------------------------------------------------------------------------------
 # Validation and idempotency
@@ -97,29 +104,67 @@ def request_hash(*, operation: str, request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit or roll back.
+CLAIM_SQL = """INSERT INTO wallet_idempotencykey
+    (app_id, key, operation, request_hash, result, created_at)
+VALUES (%s, %s, %s, %s, '{}'::jsonb, %s)
+ON CONFLICT DO NOTHING RETURNING id, result"""
+# The same, the result holding a primary key reserved for the row the request creates.
+CLAIM_RESERVING_SQL = """INSERT INTO wallet_idempotencykey
+    (app_id, key, operation, request_hash, result, created_at)
+VALUES (
+    %s, %s, %s, %s,
+    jsonb_build_object(%s::text, nextval(pg_get_serial_sequence(%s, 'id'))),
+    %s
+)
+ON CONFLICT DO NOTHING RETURNING id, result"""
+
+
 def _idempotency_claim(
-    *, app: Application | None, key: str, operation: str, request: dict[str, Any]
+    *,
+    app: Application | None,
+    key: str,
+    operation: str,
+    request: dict[str, Any],
+    reserve: type[models.Model] | None = None,
 ) -> tuple[IdempotencyKey, bool]:
     """Insert the key, or find the first request's record. Returns (record, is_replay).
 
-    A concurrent request with the same key blocks on the unique index until the first one
-    commits (then it replays) or rolls back (then it goes ahead itself)."""
+    A concurrent request with the same key waits on the unique index until the first one
+    commits (then it replays) or rolls back (then it goes ahead itself). With ``reserve``, the
+    new record's result is already {model name: a fresh primary key of that model}: the
+    service creates its row with that key, so the result needs no second write (a request
+    that fails rolls the record back with everything else)."""
     key = idempotency_key_validate(key)
     digest = request_hash(operation=operation, request=request)
-    try:
-        with transaction.atomic():
-            record = IdempotencyKey.objects.create(
-                app=app, key=key, operation=operation, request_hash=digest
-            )
-        return record, False
-    except IntegrityError:
-        existing = IdempotencyKey.objects.filter(key=key).filter(
-            Q(app=app) if app is not None else Q(app__isnull=True)
+    now = timezone.now()
+    assert IdempotencyKey._meta.db_table == "wallet_idempotencykey"
+    params: list[Any] = [app.pk if app is not None else None, key, operation, digest]
+    if reserve is not None:
+        params += [reserve._meta.model_name or "", reserve._meta.db_table]
+    with connection.cursor() as cursor:
+        cursor.execute(CLAIM_RESERVING_SQL if reserve is not None else CLAIM_SQL, [*params, now])
+        row = cursor.fetchone()
+    if row is not None:
+        result = json.loads(row[1]) if isinstance(row[1], str) else row[1]
+        record = IdempotencyKey(
+            pk=row[0],
+            app=app,
+            key=key,
+            operation=operation,
+            request_hash=digest,
+            result=result,
+            created_at=now,
         )
-        record = existing.get()
-        if record.request_hash != digest:
-            raise IdempotencyConflict(details={"idempotency_key": key}) from None
-        return record, True
+        record._state.adding = False
+        return record, False
+    existing = IdempotencyKey.objects.filter(key=key).filter(
+        Q(app=app) if app is not None else Q(app__isnull=True)
+    )
+    record = existing.get()
+    if record.request_hash != digest:
+        raise IdempotencyConflict(details={"idempotency_key": key})
+    return record, True
 
 
 def _idempotency_done(record: IdempotencyKey, **result: int) -> None:
@@ -144,6 +189,13 @@ def _buckets_expire_due(*, wallet: LedgerAccount, now: datetime) -> int:
             wallet=wallet, expired_at__isnull=True, remaining__gt=0, expires_at__lte=now
         ).order_by("pk")
     )
+    _buckets_expire(wallet=wallet, due=due, now=now)
+    return len(due)
+
+
+def _buckets_expire(*, wallet: LedgerAccount, due: list[Bucket], now: datetime) -> None:
+    """Post each of ``due`` (the wallet's buckets past their expiry, in primary-key order) to
+    breakage and mark it expired. Caller holds the wallet lock."""
     breakage = system_account(Kind.BREAKAGE) if due else None
     for bucket in due:
         assert breakage is not None
@@ -154,27 +206,34 @@ def _buckets_expire_due(*, wallet: LedgerAccount, now: datetime) -> int:
             metadata={"bucket": bucket.pk, "source": bucket.source},
         )
         Bucket.objects.filter(pk=bucket.pk).update(remaining=0, expired_at=now)
-    return len(due)
 
 
-def _spendable_balance(*, wallet: LedgerAccount, now: datetime) -> int:
-    """Expire due buckets, then return the wallet's balance re-read under the lock."""
-    _buckets_expire_due(wallet=wallet, now=now)
-    wallet.refresh_from_db(fields=["balance"])
-    return wallet.balance
-
-
-def _buckets_take(*, wallet: LedgerAccount, amount: int, now: datetime) -> list[tuple[Bucket, int]]:
-    """Take ``amount`` from the wallet's live buckets, soonest-expiring first. Caller holds the
-    wallet lock and has checked the balance."""
+def _wallet_spend(*, wallet: LedgerAccount, amount: int, now: datetime) -> list[tuple[Bucket, int]]:
+    """Expire the wallet's due buckets, check its balance and take ``amount`` from its live
+    buckets, soonest-expiring first, with one read of the buckets. ``wallet`` was read under
+    its lock (``user_accounts_lock``). Returns what was taken from which bucket; raises
+    InsufficientBalance (the caller's transaction then rolls back the expiries too)."""
+    buckets = list(
+        Bucket.objects.filter(wallet=wallet, remaining__gt=0, expired_at__isnull=True).order_by(
+            *_bucket_order()
+        )
+    )
+    due = sorted(
+        (b for b in buckets if b.expires_at is not None and b.expires_at <= now),
+        key=lambda b: b.pk,
+    )
+    _buckets_expire(wallet=wallet, due=due, now=now)
+    balance = wallet.balance - sum(bucket.remaining for bucket in due)
+    if balance < amount:
+        raise InsufficientBalance(details={"available": balance, "required": amount})
+    expired = {bucket.pk for bucket in due}
     taken: list[tuple[Bucket, int]] = []
     left = amount
-    live = Bucket.objects.filter(wallet=wallet, remaining__gt=0, expired_at__isnull=True).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
-    for bucket in live.order_by(*_bucket_order()):
+    for bucket in buckets:
         if left == 0:
             break
+        if bucket.pk in expired:
+            continue
         take = min(left, bucket.remaining)
         Bucket.objects.filter(pk=bucket.pk).update(remaining=F("remaining") - take)
         taken.append((bucket, take))
@@ -183,6 +242,13 @@ def _buckets_take(*, wallet: LedgerAccount, amount: int, now: datetime) -> list[
         # The balance equals the sum of the buckets; reaching this means that invariant broke.
         raise InsufficientBalance(_("The wallet's buckets do not cover its balance."))
     return taken
+
+
+def _spendable_balance(*, wallet: LedgerAccount, now: datetime) -> int:
+    """Expire due buckets, then return the wallet's balance re-read under the lock."""
+    _buckets_expire_due(wallet=wallet, now=now)
+    wallet.refresh_from_db(fields=["balance"])
+    return wallet.balance
 
 
 def _bucket_credit(
@@ -246,27 +312,41 @@ def next_month_start(start: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
 
 
+def _allowance_state(*, user: User, app: Application, now: datetime) -> tuple[int, int]:
+    """(monthly limit, used this month) of ``app`` on ``user``'s wallet, in one statement:
+    used is the month's charges net of refunds plus the open holds."""
+    assert SpendingAllowance._meta.db_table == "wallet_spendingallowance"
+    assert Charge._meta.db_table == "wallet_charge" and Hold._meta.db_table == "wallet_hold"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT
+                (SELECT monthly_limit FROM wallet_spendingallowance
+                 WHERE user_id = %(user)s AND app_id = %(app)s),
+                (SELECT COALESCE(SUM(amount - refunded_amount), 0) FROM wallet_charge
+                 WHERE user_id = %(user)s AND app_id = %(app)s AND created_at >= %(since)s),
+                (SELECT COALESCE(SUM(amount), 0) FROM wallet_hold
+                 WHERE user_id = %(user)s AND app_id = %(app)s AND status = %(open)s)""",
+            {"user": user.pk, "app": app.pk, "since": month_start(now), "open": Hold.Status.OPEN},
+        )
+        limit, charged, held = cursor.fetchone()
+    if limit is None:
+        limit = settings.WALLET_DEFAULT_MONTHLY_ALLOWANCE
+    return int(limit), int(charged) + int(held)
+
+
 def allowance_limit(*, user: User, app: Application) -> int:
-    row = SpendingAllowance.objects.filter(user=user, app=app).first()
-    return row.monthly_limit if row else settings.WALLET_DEFAULT_MONTHLY_ALLOWANCE
+    return _allowance_state(user=user, app=app, now=timezone.now())[0]
 
 
 def allowance_used(*, user: User, app: Application, now: datetime) -> int:
     """Tokens the app took from the user this month, net of refunds, plus its open holds."""
-    charged = Charge.objects.filter(user=user, app=app, created_at__gte=month_start(now)).aggregate(
-        total=Sum(F("amount") - F("refunded_amount"))
-    )["total"]
-    held = Hold.objects.filter(user=user, app=app, status=Hold.Status.OPEN).aggregate(
-        total=Sum("amount")
-    )["total"]
-    return (charged or 0) + (held or 0)
+    return _allowance_state(user=user, app=app, now=now)[1]
 
 
 def _allowance_check(*, user: User, app: Application, amount: int, now: datetime) -> None:
     """Raise AllowanceExceeded if ``amount`` more would pass the month's allowance. Caller
     holds the user's wallet lock, which serializes every spend of this user."""
-    limit = allowance_limit(user=user, app=app)
-    used = allowance_used(user=user, app=app, now=now)
+    limit, used = _allowance_state(user=user, app=app, now=now)
     if used + amount > limit:
         raise AllowanceExceeded(details={"monthly_limit": limit, "used": used, "requested": amount})
 
@@ -306,16 +386,14 @@ def wallet_hold_create(
         key=idempotency_key,
         operation="hold_create",
         request={"user": user.pk, "amount": amount, "metadata": metadata},
+        reserve=Hold,
     )
     if replay:
         return Hold.objects.get(pk=record.result["hold"])
     now = timezone.now()
     wallet, holds = user_accounts_lock(user=user)
     _allowance_check(user=user, app=app, amount=amount, now=now)
-    balance = _spendable_balance(wallet=wallet, now=now)
-    if balance < amount:
-        raise InsufficientBalance(details={"available": balance, "required": amount})
-    taken = _buckets_take(wallet=wallet, amount=amount, now=now)
+    taken = _wallet_spend(wallet=wallet, amount=amount, now=now)
     ledger_tx = ledger_post(
         kind=TxKind.HOLD,
         reference=f"hold:{uuid.uuid4().hex}",
@@ -323,6 +401,7 @@ def wallet_hold_create(
         metadata={"app": app.pk},
     )
     hold = Hold.objects.create(
+        pk=record.result["hold"],
         user=user,
         app=app,
         amount=amount,
@@ -333,7 +412,6 @@ def wallet_hold_create(
     HoldAllocation.objects.bulk_create(
         [HoldAllocation(hold=hold, bucket=bucket, amount=take) for bucket, take in taken]
     )
-    _idempotency_done(record, hold=hold.pk)
     return hold
 
 
@@ -443,9 +521,10 @@ def wallet_hold_capture(
         key=idempotency_key,
         operation="hold_capture",
         request={"hold": str(hold_id), "model": model, **usage.__dict__},
+        reserve=Charge,
     )
     if replay:
-        return Charge.objects.get(pk=record.result["charge"])
+        return Charge.objects.select_related("price__model").get(pk=record.result["charge"])
     now = timezone.now()
     hold, wallet, holds = _hold_lock(hold_id=hold_id, app=app)
     if hold.status != Hold.Status.OPEN:
@@ -473,7 +552,8 @@ def wallet_hold_capture(
     hold.closed_at = now
     hold.save(update_fields=["status", "closed_at"])
     charge = Charge.objects.create(
-        user=hold.user,
+        pk=record.result["charge"],
+        user_id=hold.user_id,
         app=app,
         hold=hold,
         price=price,
@@ -485,7 +565,6 @@ def wallet_hold_capture(
         split=[[account.pk, share] for account, share in split],
         transaction=ledger_tx,
     )
-    _idempotency_done(record, charge=charge.pk)
     return charge
 
 
@@ -562,19 +641,21 @@ def wallet_charge(
         key=idempotency_key,
         operation="charge",
         request={"user": user.pk, "model": model, **usage.__dict__},
+        reserve=Charge,
     )
     if replay:
-        return Charge.objects.get(pk=record.result["charge"])
+        return Charge.objects.select_related("price__model").get(pk=record.result["charge"])
     now = timezone.now()
     price = price_in_force(model_name=model, at=now)
     cost = cost_compute(price=price, usage=usage)
+    # The split's reads that need no lock, before the wallet's lock: a user's charges queue
+    # on it, so it is held for as few statements as possible.
+    context = splits.SplitContext()
+    splits.split_prefetch(app=app, price=price, at=now, context=context)
     wallet, _holds = user_accounts_lock(user=user)
     _allowance_check(user=user, app=app, amount=cost, now=now)
-    balance = _spendable_balance(wallet=wallet, now=now)
-    if balance < cost:
-        raise InsufficientBalance(details={"available": balance, "required": cost})
-    _buckets_take(wallet=wallet, amount=cost, now=now)
-    split = _split_legs(app=app, price=price, amount=cost, usage=usage, at=now)
+    _wallet_spend(wallet=wallet, amount=cost, now=now)
+    split = _split_legs(app=app, price=price, amount=cost, usage=usage, at=now, context=context)
     ledger_tx = ledger_post(
         kind=TxKind.CHARGE,
         reference=f"charge:{uuid.uuid4().hex}",
@@ -582,7 +663,8 @@ def wallet_charge(
         metadata={"app": app.pk, "model": model},
     )
     splits.capture_split_record(split=split, ledger_tx=ledger_tx)
-    charge = Charge.objects.create(
+    return Charge.objects.create(
+        pk=record.result["charge"],
         user=user,
         app=app,
         price=price,
@@ -594,8 +676,6 @@ def wallet_charge(
         split=[[account.pk, share] for account, share in split],
         transaction=ledger_tx,
     )
-    _idempotency_done(record, charge=charge.pk)
-    return charge
 
 
 def _idempotency_claim_many(
@@ -827,6 +907,7 @@ def wallet_refund(
         key=idempotency_key,
         operation="refund",
         request={"charge": str(charge_id), "amount": amount, "reason": reason},
+        reserve=Refund,
     )
     if replay:
         return Refund.objects.get(pk=record.result["refund"])
@@ -864,13 +945,33 @@ def wallet_refund(
     charge.refunded_amount = after
     charge.save(update_fields=["refunded_amount"])
     refund = Refund.objects.create(
-        charge=charge, amount=amount, reason=reason, transaction=ledger_tx
+        pk=record.result["refund"],
+        charge=charge,
+        amount=amount,
+        reason=reason,
+        transaction=ledger_tx,
     )
     # The app's partner hears of it through the webhook outbox, written in this transaction
     # and delivered after commit.
     webhook_charge_refunded_enqueue(refund=refund)
-    _idempotency_done(record, refund=refund.pk)
     return refund
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared accounts' balances
+
+
+def wallet_balances_fold(*, rounds: int = 100) -> int:
+    """Fold the shared accounts' pending balance deltas into their cached balances (the beat
+    task calls it), ``balance_deltas_fold``'s limit at a time, each in its own transaction.
+    Returns how many were folded; 0 if another fold is running."""
+    folded = 0
+    for _round in range(rounds):
+        count = balance_deltas_fold(limit=FOLD_BATCH)
+        folded += count or 0
+        if not count or count < FOLD_BATCH:
+            break
+    return folded
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ RETRY: dict[str, Any] = {
 }
 
 
+@shared_task(name="wallet.tasks.balances_fold", **RETRY)
+def balances_fold() -> int:
+    return services.wallet_balances_fold()
+
+
 @shared_task(name="wallet.tasks.holds_expire", **RETRY)
 def holds_expire() -> int:
     return services.wallet_holds_expire_due()

@@ -8,9 +8,10 @@ Default (HTTP) run, all on 127.0.0.1, each phase bounded by --seconds:
   * batch: the clients posting 1,000-record POST /api/wallet/usage/batch/ requests, each
     client on its own wallet;
 and, for each, the floor: the same rows (idempotency key, ledger transaction, its two entries,
-charge) and the same balance and bucket UPDATEs, written by plain SQL through psycopg from the
-same number of threads (single charges: one transaction each, the wallet row locked first;
-batch: one transaction per 1,000 records, rows sent with COPY, one UPDATE per balance).
+charge), the same wallet and bucket UPDATEs and the platform-revenue delta, written by plain
+SQL through psycopg from the same number of threads (single charges: one transaction each, the
+wallet row locked first; batch: one transaction per 1,000 records, rows sent with COPY, one
+UPDATE per balance).
 The app has no partner agreements, so a charge's split is one platform-revenue leg.
 Printed: rates, API / floor ratios, hot / spread; the ledger audit must pass at the end.
 
@@ -253,6 +254,22 @@ def wait_for_http(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"nothing answered on 127.0.0.1:{port}")
 
 
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children (gunicorn's master and
+    workers), read from /proc: the application's own cost, whatever else loads the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the ")" that ends the command name: state, ppid, ..., utime (11), stime (12).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def drive(port: int, tokens: list[str], *, batch: bool, seconds: float) -> tuple[float, int]:
     """One thread per token, keep-alive, until the deadline. Returns (charges per second,
     failed requests or records)."""
@@ -306,7 +323,8 @@ def drive(port: int, tokens: list[str], *, batch: bool, seconds: float) -> tuple
 def floor(seed: dict, users: list[dict], *, batch: bool, seconds: float, threads: int) -> float:
     """The same ledger writes by plain SQL (psycopg), from ``threads`` threads: per charge an
     idempotency key, a ledger transaction, its two entries and a charge row; the wallet row
-    locked first; the wallet, bucket and revenue balances moved (once per transaction)."""
+    locked first; the wallet and bucket balances moved and a revenue delta appended (once per
+    transaction)."""
     import psycopg
 
     counts = [0] * threads
@@ -377,9 +395,11 @@ def floor(seed: dict, users: list[dict], *, batch: bool, seconds: float, threads
                         "UPDATE wallet_ledgeraccount SET balance = balance + %s WHERE id = %s",
                         (-total, user["wallet"]),
                     )
+                    # The platform's revenue moves through a delta, as in the API.
                     cur.execute(
-                        "UPDATE wallet_ledgeraccount SET balance = balance + %s WHERE id = %s",
-                        (total, seed["revenue"]),
+                        "INSERT INTO wallet_balancedelta (account_id, amount, created_at)"
+                        " VALUES (%s, %s, now())",
+                        (seed["revenue"], total),
                     )
                 counts[i] += n
 
@@ -432,10 +452,13 @@ def http_main(args: argparse.Namespace) -> None:
         wait_for_http(port)
         tokens = [u["token"] for u in spread_users]
         drive(port, tokens, batch=False, seconds=min(2.0, args.seconds))  # warm-up
+        cpu = server_cpu(server.pid)
         spread, spread_failed = drive(port, tokens, batch=False, seconds=args.seconds)
+        spread_cpu, cpu = server_cpu(server.pid) - cpu, server_cpu(server.pid)
         hot, hot_failed = drive(
             port, [hot_user["token"]] * clients, batch=False, seconds=args.seconds
         )
+        hot_cpu = server_cpu(server.pid) - cpu
         batch, batch_failed = drive(port, tokens, batch=True, seconds=args.seconds)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -464,6 +487,9 @@ def http_main(args: argparse.Namespace) -> None:
     ]
     for label, api, sql, failed in rows:
         print(f"{label:34} {api:12.1f} {sql:12.1f} {api / sql:10.3f}  {failed}")
+    for label, rate, cpu in (("spread", spread, spread_cpu), ("hot", hot, hot_cpu)):
+        per_charge = 1000 * cpu / max(rate * args.seconds, 1)
+        print(f"gunicorn CPU per charge, {label}: {per_charge:5.1f} ms")
     print(f"hot / spread (API):   {hot / spread:6.2f}   (target >= 0.33)")
     print(f"hot / spread (floor): {hot_floor / spread_floor:6.2f}")
     print(f"batch records/s (API): {batch:.0f}   (target 10,000)")

@@ -288,6 +288,10 @@ WALLET_REDEMPTION_BATCH_MAX = 10_000
 WALLET_REDEEM_FAILURE_LIMIT = env.int("WALLET_REDEEM_FAILURE_LIMIT", default=10)
 # An open hold this long past its expiry is reported by the nightly audit.
 WALLET_AUDIT_HOLD_GRACE = timedelta(minutes=10)
+# A shared account's balance change waiting this long to be folded is reported by the audit
+# (the fold runs every WALLET_FOLD_SECONDS).
+WALLET_FOLD_SECONDS = env.float("WALLET_FOLD_SECONDS", default=10.0)
+WALLET_AUDIT_DELTA_GRACE = timedelta(minutes=10)
 WALLET_BATCH_MAX_RECORDS = 1000
 # Payment providers that may notify top-ups at /wallet/webhooks/<name>/. A provider without a
 # secret is disabled.
@@ -304,6 +308,10 @@ CELERY_BEAT_SCHEDULE: dict = globals().get("CELERY_BEAT_SCHEDULE", {})
 CELERY_BEAT_SCHEDULE.update(
     {
         "wallet-expire-holds": {"task": "wallet.tasks.holds_expire", "schedule": 60.0},
+        "wallet-fold-balances": {
+            "task": "wallet.tasks.balances_fold",
+            "schedule": WALLET_FOLD_SECONDS,
+        },
         "wallet-expire-buckets": {"task": "wallet.tasks.buckets_expire", "schedule": 300.0},
         "wallet-plan-grants": {"task": "wallet.tasks.plan_grants", "schedule": 3600.0},
         "wallet-audit": {"task": "wallet.tasks.audit", "schedule": crontab(hour=3, minute=15)},

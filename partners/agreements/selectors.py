@@ -34,28 +34,31 @@ def agreements_in_force(
     at: datetime,
 ) -> AgreementsInForce:
     """The agreements in force at ``at`` for a capture by ``app_id`` on ``model_name``. An
-    agreement for one app (or one model) wins over the partner-wide one."""
-    live = agreements_at(at=at)
-    app_share = None
+    agreement for one app (or one model) wins over the partner-wide one. One query: every
+    candidate of the three kinds, chosen among here."""
+    wanted = Q(kind=Agreement.Kind.CO_BUILDING, model_name=model_name)
     if app_partner_id is not None:
-        app_share = (
-            live.filter(kind=Agreement.Kind.REVENUE_SHARE, partner_id=app_partner_id)
-            .filter(Q(app_id=app_id) | Q(app__isnull=True))
-            .order_by("app_id", "pk")  # NULLs sort last: the app-specific agreement first
-            .first()
+        wanted |= Q(kind=Agreement.Kind.REVENUE_SHARE, partner_id=app_partner_id) & (
+            Q(app_id=app_id) | Q(app__isnull=True)
         )
-    vendor = None
     if model_vendor_id is not None:
-        vendor = (
-            live.filter(kind=Agreement.Kind.CAPABILITY_PURCHASE, partner_id=model_vendor_id)
-            .filter(Q(model_name=model_name) | Q(model_name=""))
-            .order_by("-model_name", "pk")  # the model-specific agreement first
-            .first()
+        wanted |= Q(kind=Agreement.Kind.CAPABILITY_PURCHASE, partner_id=model_vendor_id) & (
+            Q(model_name=model_name) | Q(model_name="")
         )
-    cobuilding = list(
-        live.filter(kind=Agreement.Kind.CO_BUILDING, model_name=model_name).order_by("pk")
+    found: dict[str, list[Agreement]] = {kind: [] for kind in Agreement.Kind.values}
+    for agreement in agreements_at(at=at).filter(wanted).order_by("pk"):
+        found[agreement.kind].append(agreement)
+    # The app-specific share first, then the partner-wide one; the model-specific purchase
+    # first, then the one for all the vendor's models; ties by primary key.
+    shares = sorted(found[Agreement.Kind.REVENUE_SHARE], key=lambda a: (a.app_id is None, a.pk))
+    purchases = sorted(
+        found[Agreement.Kind.CAPABILITY_PURCHASE], key=lambda a: (a.model_name == "", a.pk)
     )
-    return AgreementsInForce(app_share=app_share, vendor=vendor, cobuilding=cobuilding)
+    return AgreementsInForce(
+        app_share=shares[0] if shares else None,
+        vendor=purchases[0] if purchases else None,
+        cobuilding=found[Agreement.Kind.CO_BUILDING],
+    )
 
 
 def agreement_period_tally(

@@ -342,6 +342,17 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             super().validate_grant_type(client_id, grant_type, client, request, *args, **kwargs)
         )
 
+    def _load_access_token(self, token: str) -> Any:
+        # DOT's lookup by the token's SHA-256, with the app's partner and review joined: the
+        # is_usable() check that follows reads both, which would be two more queries.
+        return (
+            AccessToken.objects.select_related(
+                "application__partner", "application__review", "user"
+            )
+            .filter(token_checksum=token_checksum(token))
+            .first()
+        )
+
     def validate_jwt_bearer_token(self, token: str, scopes: Any, request: Any) -> bool:
         # oauthlib's OpenID server routes any bearer value that looks like a JWT here, meant
         # for ID tokens used as bearer tokens. Our access tokens are JWTs; ID tokens are not

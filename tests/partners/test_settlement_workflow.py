@@ -19,7 +19,7 @@ from partners.settlement.models import Statement, StatementLine
 from partners.settlement.services import PAYOUTS_ACCOUNT_KIND, WorkflowError
 from partners.webhooks.models import WebhookEvent
 from tests.factories import PartnerFactory, PriceFactory, UserFactory, WalletAppFactory
-from tests.wallet.conftest import fund, new_key
+from tests.wallet.conftest import current_balance, fund, new_key
 from wallet import services as wallet
 from wallet.models import LedgerAccount, LedgerEntry
 
@@ -73,7 +73,7 @@ def spend(user, app, tokens: int, at: str):
 
 
 def payable(partner) -> int:
-    return LedgerAccount.objects.get(partner=partner, kind="partner_payable").balance
+    return current_balance(LedgerAccount.objects.get(partner=partner, kind="partner_payable"))
 
 
 def run_action(client, action: str, statement: Statement, **extra):

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 from partners.agreements import services as agreements
 from partners.agreements.models import Agreement, SplitLine
 from tests.factories import PartnerFactory, PriceFactory, UserFactory, WalletAppFactory
-from tests.wallet.conftest import fund, new_key
+from tests.wallet.conftest import current_balance, fund, new_key
 from wallet import services
 from wallet.ledger import system_account
 from wallet.models import Charge, LedgerAccount, LedgerEntry
@@ -28,11 +28,11 @@ CB = Agreement.Kind.CO_BUILDING
 
 def payable(partner) -> int:
     account = LedgerAccount.objects.filter(partner=partner, kind="partner_payable").first()
-    return account.balance if account else 0
+    return current_balance(account) if account else 0
 
 
 def revenue() -> int:
-    return system_account(LedgerAccount.Kind.PLATFORM_REVENUE).balance
+    return current_balance(system_account(LedgerAccount.Kind.PLATFORM_REVENUE))
 
 
 def since_last_month():

@@ -6,6 +6,7 @@ import pytest
 from tests.factories import PriceFactory, UserFactory, WalletAppFactory
 from wallet import services
 from wallet.models import Bucket, LedgerAccount
+from wallet.selectors import ledger_account_balance
 
 _keys = itertools.count()
 
@@ -34,6 +35,12 @@ def fund(user, amount: int, *, expires_at: datetime | None = None, source=Bucket
         source=source,
         expires_at=expires_at,
     )
+
+
+def current_balance(account: LedgerAccount) -> int:
+    """An account's balance as every reader sees it: for a shared account, the cached row
+    plus the deltas not yet folded."""
+    return ledger_account_balance(account=account)
 
 
 def balance(user) -> int:

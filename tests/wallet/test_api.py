@@ -297,3 +297,54 @@ def test_a_deactivated_users_token_cannot_charge(api, user):
     response = post(api, "/api/wallet/charges/", {"model": "gpt-test", "input_tokens": 1})
     assert response.status_code in (401, 403)
     assert balance(user) == 100
+
+
+def test_charge_bodies_are_what_the_charge_serializer_gives(api, user):
+    """The charge endpoints build their answer directly (serializers.charge_represent); it
+    stays what ChargeSerializer gives, field for field."""
+    import json
+
+    from rest_framework.renderers import JSONRenderer
+
+    from wallet.api.serializers import ChargeSerializer
+
+    def serialized(charge_id: int) -> dict:
+        data = ChargeSerializer(Charge.objects.get(pk=charge_id)).data
+        return json.loads(JSONRenderer().render(data))
+
+    fund(user, 10_000)
+    usage = {"model": "gpt-test", "input_tokens": 1000, "cached_input_tokens": 7}
+    charged = post(api, "/api/wallet/charges/", usage, key="r-1")
+    assert charged.status_code == 201
+    assert charged.json() == serialized(charged.json()["id"])
+    assert post(api, "/api/wallet/charges/", usage, key="r-1").json() == charged.json()
+    hold_id = post(api, "/api/wallet/holds/", {"amount": 3000}, key="r-2").json()["id"]
+    captured = post(api, f"/api/wallet/holds/{hold_id}/capture/", usage, key="r-3").json()
+    assert captured["hold"] == hold_id
+    assert captured == serialized(captured["id"])
+    refund = {"amount": 5}
+    refunded = post(api, f"/api/wallet/charges/{captured['id']}/refunds/", refund, key="r-4")
+    assert refunded.status_code == 201
+    fetched = api.get(f"/api/wallet/charges/{captured['id']}/").json()
+    assert fetched["refunded_amount"] == 5
+    assert fetched == serialized(captured["id"])
+
+
+@pytest.mark.parametrize(
+    ("body", "details"),
+    [
+        ({"input_tokens": 1}, {"model": ["This field is required."]}),
+        (
+            {"model": "gpt-test", "input_tokens": "1"},
+            {"input_tokens": ["A JSON integer is required."]},
+        ),
+        ([1, 2], {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}),
+    ],
+)
+def test_bad_usage_details_name_the_fields(api, user, body, details):
+    for _attempt in range(2):  # the same answer from the validator kept between requests
+        response = api.post(
+            "/api/wallet/charges/", body, format="json", headers={"Idempotency-Key": "d"}
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["details"] == details

@@ -1,10 +1,16 @@
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from tests.wallet.conftest import fund
 from tests.wallet.test_holds_and_charges import charge, hold
-from wallet.models import LedgerAccount, WalletAuditRun
+from wallet import services
+from wallet.audit import wallet_audit_run
+from wallet.ledger import system_account
+from wallet.models import BalanceDelta, LedgerAccount, WalletAuditRun
 from wallet.tasks import audit
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +54,63 @@ def test_audit_reports_open_holds_long_expired(user, app, price):
     assert result["ok"] is False
     run = WalletAuditRun.objects.get(pk=result["run"])
     assert run.problems == [{"check": "expired_holds_open", "row": [h.pk]}]
+
+
+def test_audit_counts_unfolded_deltas_in_shared_balances(user, app, price):
+    fund(user, 1000)
+    charge(user, app, i=100)
+    revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+    revenue.refresh_from_db()
+    # Nothing folded yet: the cached row is behind its entries by exactly the deltas
+    assert revenue.balance == 0 and BalanceDelta.objects.filter(account=revenue).exists()
+    assert wallet_audit_run().ok
+    services.wallet_balances_fold()
+    assert wallet_audit_run().ok
+
+
+def test_audit_fails_on_a_shared_balance_changed_behind_the_ledger(user, app, price, capsys):
+    fund(user, 1000)
+    charge(user, app, i=100)
+    services.wallet_balances_fold()
+    revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+    # A delta nobody posted, then a cached row changed directly
+    BalanceDelta.objects.create(account=revenue, amount=7)
+    with pytest.raises(SystemExit):
+        call_command("wallet_audit")
+    assert (
+        f"FAIL  balance_differs_from_entries  [[{revenue.pk}, 107, 100]]" in capsys.readouterr().out
+    )
+    services.wallet_balances_fold()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE wallet_ledgeraccount SET balance = balance - 7 WHERE id = %s", [revenue.pk]
+        )
+    assert wallet_audit_run().ok  # the two wrongs cancel out: 100 again
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE wallet_ledgeraccount SET balance = balance - 1 WHERE id = %s", [revenue.pk]
+        )
+    run = wallet_audit_run()
+    assert run.problems == [{"check": "balance_differs_from_entries", "row": [revenue.pk, 99, 100]}]
+
+
+def test_audit_fails_on_a_delta_on_a_user_account(user, app, price):
+    fund(user, 1000)
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    delta = BalanceDelta.objects.create(account=wallet, amount=-5)
+    run = wallet_audit_run()
+    assert not run.ok
+    assert {"check": "user_account_deltas", "row": [delta.pk, wallet.pk, -5]} in run.problems
+    assert {"check": "balance_differs_from_entries", "row": [wallet.pk, 995, 1000]} in run.problems
+
+
+def test_audit_reports_deltas_the_fold_left_too_long(user, app, price, settings):
+    fund(user, 1000)
+    delta = BalanceDelta.objects.get()
+    BalanceDelta.objects.filter(pk=delta.pk).update(
+        created_at=timezone.now() - settings.WALLET_AUDIT_DELTA_GRACE - timedelta(seconds=1)
+    )
+    result = audit.delay().get()
+    assert result["ok"] is False
+    run = WalletAuditRun.objects.get(pk=result["run"])
+    assert run.problems == [{"check": "deltas_not_folded", "row": [delta.pk]}]

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 from freezegun import freeze_time
 
-from tests.wallet.conftest import balance, fund, held, new_key
+from tests.wallet.conftest import balance, current_balance, fund, held, new_key
 from tests.wallet.test_holds_and_charges import capture, charge, hold
 from wallet import services
 from wallet.exceptions import InsufficientBalance
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def breakage() -> int:
-    return system_account(LedgerAccount.Kind.BREAKAGE).balance
+    return current_balance(system_account(LedgerAccount.Kind.BREAKAGE))
 
 
 def remaining(bucket: Bucket) -> int:

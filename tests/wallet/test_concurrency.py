@@ -16,7 +16,8 @@ from tests.wallet.conftest import balance, fund, held, new_key
 from wallet import services
 from wallet.audit import wallet_audit_run
 from wallet.exceptions import HoldNotOpen, InsufficientBalance, RefundTooLarge, WalletError
-from wallet.models import Charge, LedgerEntry
+from wallet.ledger import system_account
+from wallet.models import BalanceDelta, Charge, LedgerAccount, LedgerEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -280,4 +281,62 @@ def test_bucket_expiry_racing_charges_keeps_the_ledger_whole(setup):
     # The 500 promotional tokens expired before any charge could use them.
     assert charged == 500 // 60
     assert balance(user) == 500 - 60 * charged
+    assert wallet_audit_run().ok
+
+
+def test_concurrent_captures_and_folds_leave_balances_equal_to_entries(setup):
+    """Shared accounts' balances move through deltas that folds move into the cached rows
+    while captures keep posting: nothing is lost or counted twice."""
+    from partners.agreements.models import Agreement, SplitLine
+    from partners.agreements.services import agreement_create
+
+    user, app = setup
+    agreement_create(
+        partner_id=app.partner_id,
+        kind=Agreement.Kind.REVENUE_SHARE,
+        effective_from=timezone.now() - timedelta(days=1),
+        share_bps=2_000,
+    )
+    others = [UserFactory() for _ in range(3)]
+    for person in [user, *others]:
+        fund(person, 10_000)
+    holds = [
+        services.wallet_hold_create(
+            user=person, app=app, amount=500, idempotency_key=f"fold-hold-{n}-{person.pk}"
+        )
+        for n in range(8)
+        for person in [user, *others]
+    ]
+
+    def work(i: int):
+        if i % 4 == 3:
+            return services.wallet_balances_fold()
+        hold = holds[i - (i + 1) // 4]  # every fourth thread folds
+        return services.wallet_hold_capture(
+            hold_id=hold.pk,
+            app=app,
+            model="gpt-test",
+            input_tokens=100 + i,
+            cached_input_tokens=0,
+            output_tokens=0,
+            idempotency_key=f"fold-capture-{hold.pk}",
+        )
+
+    results = run_concurrently(len(holds) * 4 // 3, work)
+    captured = [r for r in results if isinstance(r, Charge)]
+    assert len(captured) == len(holds)
+    # Mid-flight, readers see the entries' sum whatever has been folded
+    assert wallet_audit_run().ok
+    services.wallet_balances_fold()
+    assert not BalanceDelta.objects.exists()
+    revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+    payable = LedgerAccount.objects.get(kind="partner_payable", partner_id=app.partner_id)
+    for account in (revenue, payable):
+        account.refresh_from_db()
+        entries = LedgerEntry.objects.filter(account=account).aggregate(total=Sum("amount"))
+        assert account.balance == entries["total"]
+    total = sum(charge.amount for charge in captured)
+    assert revenue.balance + payable.balance == total
+    lines = SplitLine.objects.filter(partner_id=app.partner_id).aggregate(total=Sum("amount"))
+    assert payable.balance == lines["total"] > 0
     assert wallet_audit_run().ok

@@ -5,7 +5,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from tests.factories import PriceFactory, WalletAppFactory
-from tests.wallet.conftest import balance, fund, held, new_key
+from tests.wallet.conftest import balance, current_balance, fund, held, new_key
 from wallet import services
 from wallet.exceptions import (
     AllowanceExceeded,
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 
 def revenue() -> int:
-    return system_account(LedgerAccount.Kind.PLATFORM_REVENUE).balance
+    return current_balance(system_account(LedgerAccount.Kind.PLATFORM_REVENUE))
 
 
 def hold(user, app, amount, key=None):

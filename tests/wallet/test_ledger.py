@@ -1,10 +1,18 @@
 import pytest
-from django.db import IntegrityError, InternalError, connection, transaction
+from django.db import IntegrityError, InternalError, connection, connections, transaction
 from django.db.utils import DatabaseError
 
-from tests.wallet.conftest import balance, fund
-from wallet.ledger import UnbalancedTransaction, ledger_post, system_account
-from wallet.models import LedgerAccount, LedgerEntry, LedgerTransaction
+from tests.wallet.conftest import balance, current_balance, fund
+from wallet.audit import wallet_audit_run
+from wallet.ledger import (
+    FOLD_LOCK,
+    UnbalancedTransaction,
+    balance_deltas_fold,
+    ledger_post,
+    system_account,
+)
+from wallet.models import BalanceDelta, LedgerAccount, LedgerEntry, LedgerTransaction
+from wallet.tasks import balances_fold
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +23,15 @@ def _raw_unbalanced_transaction() -> None:
     LedgerEntry.objects.create(transaction=tx, account=revenue, amount=5)
 
 
-def test_balanced_post_moves_cached_balances(user):
+def entries_match_balances() -> bool:
+    # These postings skip the buckets on purpose: only the balance check applies.
+    return not [p for p in wallet_audit_run().problems if p["check"] in BALANCE_CHECKS]
+
+
+BALANCE_CHECKS = {"balance_differs_from_entries", "user_account_deltas", "unbalanced_transactions"}
+
+
+def test_balanced_post_moves_the_wallet_and_appends_a_delta_for_the_shared_account(user):
     # Given a funded wallet
     fund(user, 100)
     wallet = LedgerAccount.objects.get(user=user, kind="wallet")
@@ -23,10 +39,54 @@ def test_balanced_post_moves_cached_balances(user):
     # When a balanced transaction is posted
     with transaction.atomic():
         ledger_post(kind="charge", reference="t:1", legs=[(wallet, -30), (revenue, 30)])
-    # Then both cached balances moved by their entries
+    # Then the wallet's cached balance moved with its entry, in the same transaction
     assert balance(user) == 70
+    # And the revenue row was left alone: its change waits in a delta, and readers see it
+    revenue.refresh_from_db()
+    assert revenue.balance == 0
+    assert list(BalanceDelta.objects.filter(account=revenue).values_list("amount", flat=True)) == [
+        30
+    ]
+    assert current_balance(revenue) == 30
+    assert entries_match_balances()
+
+
+def test_fold_moves_deltas_into_the_cached_rows_once(user):
+    fund(user, 100)  # a delta for top-up clearing
+    wallet = LedgerAccount.objects.get(user=user, kind="wallet")
+    revenue = system_account(LedgerAccount.Kind.PLATFORM_REVENUE)
+    clearing = system_account(LedgerAccount.Kind.TOPUP_CLEARING)
+    for n in range(3):
+        with transaction.atomic():
+            ledger_post(kind="charge", reference=f"t:f{n}", legs=[(wallet, -10), (revenue, 10)])
+    # The beat task folds every delta, in the same transaction as it moves the cached rows
+    assert balances_fold.delay().get() == 4
+    revenue.refresh_from_db()
+    clearing.refresh_from_db()
+    assert (revenue.balance, clearing.balance) == (30, -100)
+    assert not BalanceDelta.objects.exists()
+    assert (current_balance(revenue), current_balance(clearing)) == (30, -100)
+    # Running it again changes nothing
+    assert balances_fold.delay().get() == 0
     revenue.refresh_from_db()
     assert revenue.balance == 30
+    assert entries_match_balances()
+
+
+def test_fold_takes_its_lock_or_leaves_the_work_to_the_fold_holding_it(user):
+    fund(user, 100)
+    # Another fold holds the lock (taken here on a second connection)
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", FOLD_LOCK)
+        assert balance_deltas_fold() is None
+        assert BalanceDelta.objects.count() == 1
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", FOLD_LOCK)
+    finally:
+        other.close()
+    assert balance_deltas_fold() == 1
 
 
 def test_post_refuses_unbalanced_legs_before_writing(user):

@@ -9,10 +9,10 @@ from django.utils import timezone
 
 from config.celery_app import app as celery_app
 from tests.partners.settlement_worker import Worker, send, wait_for
-from tests.wallet.conftest import balance, fund, held
+from tests.wallet.conftest import balance, current_balance, fund, held
 from tests.wallet.test_holds_and_charges import hold
 from wallet.ledger import system_account
-from wallet.models import Bucket, Hold, LedgerAccount, WalletAuditRun
+from wallet.models import BalanceDelta, Bucket, Hold, LedgerAccount, WalletAuditRun
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.django_db(transaction=True)]
 
@@ -48,8 +48,15 @@ def test_beat_tasks_on_a_worker(worker, user, app, price):
     )
     # The 250 held from the expired promotion and its other 50 went to breakage.
     assert (balance(user), held(user)) == (200, 0)
-    assert system_account(LedgerAccount.Kind.BREAKAGE).balance == 300
+    assert current_balance(system_account(LedgerAccount.Kind.BREAKAGE)) == 300
 
     send("wallet.tasks.audit")
     wait_for(lambda: WalletAuditRun.objects.exists(), timeout=60, what="the audit run")
     assert WalletAuditRun.objects.get().ok
+
+    # The shared accounts' deltas are folded into their cached rows by the worker.
+    assert BalanceDelta.objects.exists()
+    send("wallet.tasks.balances_fold")
+    wait_for(lambda: not BalanceDelta.objects.exists(), timeout=60, what="the deltas to be folded")
+    breakage = system_account(LedgerAccount.Kind.BREAKAGE)
+    assert breakage.balance == current_balance(breakage) == 300

@@ -105,6 +105,11 @@ class ChargeSerializer(serializers.ModelSerializer):
         }
 
 
+def charge_represent(charge: Charge) -> dict[str, Any]:
+    """What ChargeSerializer(charge).data gives (see charges_represent)."""
+    return charges_represent([charge])[0]
+
+
 def charges_represent(charges: list[Charge]) -> list[dict[str, Any]]:
     """What ChargeSerializer(many=True) gives, built directly: a full usage batch answers with
     1,000 charges, and the serializer's per-field machinery costs more than charging them.
