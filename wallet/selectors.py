@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Application
+from partners.oauth.selectors import consent_covers
 from wallet import services
+from wallet.forms import WALLET_SCOPE
 from wallet.models import (
     BalanceDelta,
     Bucket,
@@ -97,6 +99,18 @@ class AllowanceSummary:
     @property
     def remaining(self) -> int:
         return max(0, self.monthly_limit - self.used)
+
+
+def standing_allowance_user(*, public_id: str, app: Application) -> User | None:
+    """The active person with this public id (OIDC sub) if they gave `app` a standing
+    allowance: consent to wallet:charge, not revoked, with a monthly limit above zero. A
+    partner server's client-credentials token may charge only such a person's wallet."""
+    user = User.objects.filter(public_id=public_id, is_active=True).first()
+    if user is None or not consent_covers(user=user, application=app, scopes=[WALLET_SCOPE]):
+        return None
+    if services.allowance_limit(user=user, app=app) <= 0:
+        return None
+    return user
 
 
 def allowance_get(*, user: User, app: Application) -> AllowanceSummary:

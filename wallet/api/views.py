@@ -1,7 +1,11 @@
 """The charging API for partner apps: /api/wallet/.
 
-Authentication is the user's OAuth access token with the ``wallet:charge`` scope; the token
-names both the user (whose wallet is charged) and the app (who charges). Every call that
+Authentication is an OAuth access token with the ``wallet:charge`` scope, either
+- the user's access token: it names both the user (whose wallet is charged) and the app; or
+- the partner server's client-credentials token with a ``Tokenpass-User`` header naming the
+  person (their OIDC ``sub``), who must have given this app a standing allowance: consent to
+  ``wallet:charge`` with a monthly limit above zero, not revoked on the Connected apps page.
+ Every call that
 moves value needs an ``Idempotency-Key`` header: a replay returns the first result, a reuse
 with a different body answers 409. Errors use {"error": {"code", "message", "details"}}.
 """
@@ -9,6 +13,7 @@ with a different body answers 409. Errors use {"error": {"code", "message", "det
 from typing import Any
 
 from django.utils.translation import gettext as _
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from oauth2_provider.contrib.rest_framework import TokenHasScope
 from rest_framework import status
@@ -80,28 +85,80 @@ def error_body(error: WalletError) -> dict[str, Any]:
 VALIDATORS: dict[type[Serializer], Serializer] = {}
 
 
-class UserTokenRequired(BasePermission):
-    """The access token must have been issued to a user: a client-credentials token has no
-    wallet to charge."""
+ACTING_USER_HEADER = "Tokenpass-User"
+ACTING_USER_PARAMETER = OpenApiParameter(
+    name=ACTING_USER_HEADER,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "With a client-credentials access token: the `sub` of the person whose wallet is "
+        "charged. They must have given this app a standing allowance (consent to "
+        "wallet:charge with a monthly limit above zero). With a user's access token it may be "
+        "left out; if sent, it must name that user."
+    ),
+)
+
+
+class WalletCaller(BasePermission):
+    """Decides whose wallet the request is about (``view.wallet_user``): the person the access
+    token was issued to, or, for a partner server's client-credentials token, the person named
+    in the Tokenpass-User header who gave this app a standing allowance."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        if request.auth is not None and not isinstance(request.user, User):
+        token: Any = request.auth
+        if token is None:
+            return False  # DRF answers 401
+        named = request.headers.get(ACTING_USER_HEADER)
+        if isinstance(request.user, User):
+            if named is not None and named != request.user.public_id:
+                raise ApiError(
+                    code="user_mismatch",
+                    message=_("The %(header)s header names another person than the token.")
+                    % {"header": ACTING_USER_HEADER},
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+            view.wallet_user = request.user
+            return request.user.is_active
+        if named is None:
             raise ApiError(
                 code="user_token_required",
-                message=_("This API needs an access token issued to a user."),
+                message=_(
+                    "This API needs an access token issued to a user, or a client credentials "
+                    "token with the %(header)s header naming a person who gave this app a "
+                    "standing allowance."
+                )
+                % {"header": ACTING_USER_HEADER},
                 status_code=status.HTTP_403_FORBIDDEN,
             )
-        return isinstance(request.user, User) and request.user.is_active
+        if not token.allow_scopes(view.required_scopes):
+            return False  # DRF answers 403, as TokenHasScope would
+        user = selectors.standing_allowance_user(public_id=named, app=token.application)
+        if user is None:
+            raise ApiError(
+                code="no_standing_allowance",
+                message=_("This person has not given this app a standing allowance."),
+                status_code=status.HTTP_403_FORBIDDEN,
+            )
+        view.wallet_user = user
+        return True
+
+
+class WalletSchema(AutoSchema):
+    """Every wallet endpoint takes the optional Tokenpass-User header."""
+
+    def get_override_parameters(self) -> list[Any]:
+        return [*super().get_override_parameters(), ACTING_USER_PARAMETER]
 
 
 class WalletApiView(APIView):
-    permission_classes = [UserTokenRequired, TokenHasScope]
+    permission_classes = [WalletCaller, TokenHasScope]
     required_scopes = ["wallet:charge"]
+    schema = WalletSchema()
+    wallet_user: User
 
     @property
     def user(self) -> User:
-        assert isinstance(self.request.user, User)
-        return self.request.user
+        return self.wallet_user
 
     @property
     def app(self) -> Application:
