@@ -170,3 +170,15 @@ def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
         if amount:
             LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)
     return ledger_txs
+
+
+def ledger_balances_move(*, net: dict[int, int]) -> None:
+    """Move cached balances by ``net`` (account id -> amount), in primary-key order, for
+    entries the caller has inserted in this transaction with the same checks as
+    ``ledger_post_many`` (the usage batch, ``wallet.batch``). The batch calls it last, right
+    before commit, so that the platform and partner rows every charge touches stay locked for
+    as short a time as possible."""
+    assert transaction.get_connection().in_atomic_block, "ledger_post needs a transaction"
+    for pk, amount in sorted(net.items()):
+        if amount:
+            LedgerAccount.objects.filter(pk=pk).update(balance=F("balance") + amount)

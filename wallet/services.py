@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -35,9 +35,8 @@ from wallet.exceptions import (
     NotFound,
     RefundTooLarge,
     TooManyAttempts,
-    WalletError,
 )
-from wallet.ledger import ledger_post, ledger_post_many, system_account, user_accounts_lock
+from wallet.ledger import ledger_post, system_account, user_accounts_lock
 from wallet.models import (
     Bucket,
     Charge,
@@ -596,215 +595,6 @@ def wallet_charge(
     )
     _idempotency_done(record, charge=charge.pk)
     return charge
-
-
-def _idempotency_claim_many(
-    *, app: Application, operation: str, digests: dict[str, str]
-) -> tuple[dict[str, int], dict[str, IdempotencyKey]]:
-    """Insert many keys of ``app`` at once. Returns (claimed key -> row id, key -> earlier
-    record) for the keys that were already taken. A concurrent request holding one of the keys
-    makes this wait until it commits (then its record is returned) or rolls back (then the key
-    is claimed here); keys go in sorted order so that two batches never wait on each other."""
-    assert IdempotencyKey._meta.db_table == "wallet_idempotencykey"
-    keys = sorted(digests)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO wallet_idempotencykey (app_id, key, operation, request_hash, result, created_at)
-            SELECT %s, t.key, %s, t.hash, '{}'::jsonb, %s
-            FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(key, hash, n)
-            ORDER BY t.n
-            ON CONFLICT (app_id, key) WHERE app_id IS NOT NULL DO NOTHING
-            RETURNING id, key""",
-            [app.pk, operation, timezone.now(), keys, [digests[k] for k in keys]],
-        )
-        claimed = {key: pk for pk, key in cursor.fetchall()}
-    taken = [key for key in keys if key not in claimed]
-    earlier = {r.key: r for r in IdempotencyKey.objects.filter(app=app, key__in=taken)}
-    return claimed, earlier
-
-
-@transaction.atomic(durable=True)
-def wallet_usage_batch_charge(
-    *, user: User, app: Application, records: list[tuple[str, dict[str, Any]]]
-) -> list[Charge | WalletError]:
-    """Charge many usage records of one user in one transaction, each with the outcome
-    ``wallet_charge`` would give it charged on its own in the same order: a Charge (new or
-    replayed) or the WalletError it would raise (the other records proceed). ``records`` are
-    (idempotency key, {model, input_tokens, cached_input_tokens, output_tokens}).
-
-    Set-based: the keys are claimed in one INSERT, the wallet is locked once, the costs,
-    allowance, bucket draws (soonest-expiring first) and splits are computed in Python record
-    after record, then the transactions, entries, split lines and charges go in with one INSERT
-    each and every touched balance moves once. A failed record stores nothing (its key is
-    deleted again), so it may be retried."""
-    outcomes: list[Charge | WalletError | None] = [None] * len(records)
-    # index -> (key, model, usage, digest), for records that pass validation
-    valid: dict[int, tuple[str, str, Usage, str]] = {}
-    first_of: dict[str, int] = {}
-    duplicates: list[int] = []
-    for index, (key, data) in enumerate(records):
-        try:
-            key = idempotency_key_validate(key)
-            model = data.get("model")
-            if not isinstance(model, str) or not model:
-                raise InvalidRequest(_("A model name is required."), details={"field": "model"})
-            usage = usage_validate(
-                input_tokens=data.get("input_tokens", 0),
-                cached_input_tokens=data.get("cached_input_tokens", 0),
-                output_tokens=data.get("output_tokens", 0),
-            )
-        except WalletError as error:
-            outcomes[index] = error
-            continue
-        digest = request_hash(
-            operation="charge", request={"user": user.pk, "model": model, **usage.__dict__}
-        )
-        valid[index] = (key, model, usage, digest)
-        if key in first_of:
-            duplicates.append(index)
-        else:
-            first_of[key] = index
-    claimed, earlier = _idempotency_claim_many(
-        app=app,
-        operation="charge",
-        digests={key: valid[index][3] for key, index in first_of.items()},
-    )
-    replayed: dict[int, int] = {}
-    for key, record in earlier.items():
-        index = first_of[key]
-        if record.request_hash != valid[index][3]:
-            outcomes[index] = IdempotencyConflict(details={"idempotency_key": key})
-        else:
-            replayed[index] = record.result["charge"]
-    if replayed:
-        found = Charge.objects.select_related("price__model").in_bulk(list(replayed.values()))
-        for index, charge_id in replayed.items():
-            outcomes[index] = found[charge_id]
-
-    todo = [first_of[key] for key in claimed]
-    todo.sort()
-    drafts: list[tuple[int, Price, int, Usage, splits.Split]] = []
-    if todo:
-        now = timezone.now()
-        wallet, _holds = user_accounts_lock(user=user)
-        balance = _spendable_balance(wallet=wallet, now=now)
-        limit = allowance_limit(user=user, app=app)
-        used = allowance_used(user=user, app=app, now=now)
-        live = list(
-            Bucket.objects.filter(wallet=wallet, remaining__gt=0, expired_at__isnull=True)
-            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-            .order_by(*_bucket_order())
-        )
-        drawn: dict[int, int] = {}
-        prices: dict[str, Price | WalletError] = {}
-        context = splits.SplitContext()
-        for index in todo:
-            _key, model, usage, _digest = valid[index]
-            if model not in prices:
-                try:
-                    prices[model] = price_in_force(model_name=model, at=now)
-                except WalletError as error:
-                    prices[model] = error
-            price = prices[model]
-            if isinstance(price, WalletError):
-                outcomes[index] = price
-                continue
-            cost = cost_compute(price=price, usage=usage)
-            if used + cost > limit:
-                outcomes[index] = AllowanceExceeded(
-                    details={"monthly_limit": limit, "used": used, "requested": cost}
-                )
-                continue
-            if balance < cost:
-                outcomes[index] = InsufficientBalance(
-                    details={"available": balance, "required": cost}
-                )
-                continue
-            left = cost
-            for bucket in live:
-                if left == 0:
-                    break
-                take = min(left, bucket.remaining - drawn.get(bucket.pk, 0))
-                if take > 0:
-                    drawn[bucket.pk] = drawn.get(bucket.pk, 0) + take
-                    left -= take
-            if left:
-                # The balance equals the sum of the buckets; reaching this means it broke.
-                raise InsufficientBalance(_("The wallet's buckets do not cover its balance."))
-            balance -= cost
-            used += cost
-            split = _split_legs(
-                app=app, price=price, amount=cost, usage=usage, at=now, context=context
-            )
-            drafts.append((index, price, cost, usage, split))
-        for bucket_pk, take in sorted(drawn.items()):
-            Bucket.objects.filter(pk=bucket_pk).update(remaining=F("remaining") - take)
-        ledger_txs = ledger_post_many(
-            postings=[
-                (
-                    TxKind.CHARGE,
-                    f"charge:{uuid.uuid4().hex}",
-                    [(wallet, -cost), *split],
-                    {"app": app.pk, "model": valid[index][1]},
-                )
-                for index, _price, cost, _usage, split in drafts
-            ]
-        )
-        splits.capture_splits_record(
-            pairs=[
-                (draft[4], ledger_tx) for draft, ledger_tx in zip(drafts, ledger_txs, strict=True)
-            ]
-        )
-        charges = Charge.objects.bulk_create(
-            [
-                Charge(
-                    user=user,
-                    app=app,
-                    price=price,
-                    input_tokens=usage.input_tokens,
-                    cached_input_tokens=usage.cached_input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cost=cost,
-                    amount=cost,
-                    split=[[account.pk, share] for account, share in split],
-                    transaction=ledger_tx,
-                )
-                for (_index, price, cost, usage, split), ledger_tx in zip(
-                    drafts, ledger_txs, strict=True
-                )
-            ]
-        )
-        done_ids, done_charges = [], []
-        for (index, *_rest), charge in zip(drafts, charges, strict=True):
-            outcomes[index] = charge
-            done_ids.append(claimed[valid[index][0]])
-            done_charges.append(charge.pk)
-        if done_ids:
-            # One UPDATE from arrays (bulk_update's CASE over 1,000 rows costs more than
-            # the rest of the batch's writes together).
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    """UPDATE wallet_idempotencykey AS k
-                    SET result = jsonb_build_object('charge', v.charge)
-                    FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, charge)
-                    WHERE k.id = v.id""",
-                    [done_ids, done_charges],
-                )
-    failed_keys = [
-        claimed[valid[index][0]] for index in todo if not isinstance(outcomes[index], Charge)
-    ]
-    if failed_keys:
-        IdempotencyKey.objects.filter(pk__in=failed_keys).delete()
-    for index in duplicates:
-        key, _model, _usage, digest = valid[index]
-        first = first_of[key]
-        outcome = outcomes[first]
-        if digest != valid[first][3]:
-            outcomes[index] = IdempotencyConflict(details={"idempotency_key": key})
-        else:
-            outcomes[index] = outcome
-    assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
 
 
 @transaction.atomic(durable=True)

@@ -1,4 +1,4 @@
-"""The set-based usage batch (services.wallet_usage_batch_charge): every record gets the outcome
+"""The set-based usage batch (wallet.batch.wallet_usage_batch_charge): every record gets the outcome
 it would get if charged on its own in order, in one transaction with a bounded number of
 queries, and concurrent batches on one wallet neither overdraw it nor charge a key twice."""
 
@@ -15,6 +15,7 @@ from partners.agreements import services as agreements
 from partners.agreements.models import Agreement, SplitLine
 from tests.factories import PartnerFactory, PriceFactory, UserFactory, WalletAppFactory
 from tests.wallet.conftest import balance, fund, new_key
+from wallet import batch as wallet_batch
 from wallet import services
 from wallet.audit import wallet_audit_run
 from wallet.exceptions import (
@@ -33,7 +34,7 @@ def usage(model="gpt-test", i=0, c=0, o=0):
 
 
 def batch(user, app, records):
-    return services.wallet_usage_batch_charge(user=user, app=app, records=records)
+    return wallet_batch.wallet_usage_batch_charge(user=user, app=app, records=records)
 
 
 def agreements_for(*, app_partner, vendor, model_name):

@@ -105,35 +105,6 @@ class ChargeSerializer(serializers.ModelSerializer):
         }
 
 
-def charges_represent(charges: list[Charge]) -> list[dict[str, Any]]:
-    """What ChargeSerializer(many=True) gives, built directly: a full usage batch answers with
-    1,000 charges, and the serializer's per-field machinery costs more than charging them.
-    A test holds the two to the same output."""
-    created = serializers.DateTimeField()
-    versions: dict[int, dict[str, Any]] = {}
-    out = []
-    for charge in charges:
-        price = charge.price
-        if price.pk not in versions:
-            versions[price.pk] = ChargeSerializer.get_price_version(None, charge)  # type: ignore[arg-type]
-        out.append(
-            {
-                "id": charge.pk,
-                "hold": charge.hold_id,
-                "model": price.model.name,
-                "price_version": dict(versions[price.pk]),
-                "input_tokens": charge.input_tokens,
-                "cached_input_tokens": charge.cached_input_tokens,
-                "output_tokens": charge.output_tokens,
-                "cost": charge.cost,
-                "amount": charge.amount,
-                "refunded_amount": charge.refunded_amount,
-                "created_at": created.to_representation(charge.created_at),
-            }
-        )
-    return out
-
-
 class RefundSerializer(serializers.ModelSerializer):
     class Meta:
         model = Refund
