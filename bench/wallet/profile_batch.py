@@ -5,10 +5,12 @@ with production settings on PostgreSQL (database tokenpass_prof_batch, recreated
 Printed: CPU and wall time per request in this process (PostgreSQL's own time is in the wall
 time only), SQL statements per request, and a cProfile of the measured requests.
 
-    .venv/bin/python bench/wallet/profile_batch.py [--requests 5] [--agreements] [--top 30]
+    .venv/bin/python bench/wallet/profile_batch.py [--requests 5] [--agreements] [--varied]
+                                                   [--top 30] [--sort cumulative]
 
 --agreements gives the app's partner a tiered revenue share and the model a capability
-purchase and a co-building commitment, so that every record's split has four lines.
+purchase and a co-building commitment, so that every record's split has four lines; --varied
+gives every record a different usage (the benchmark's records are all the same).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--agreements", action="store_true")
+    parser.add_argument("--varied", action="store_true")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="cumulative")
     args = parser.parse_args()
@@ -141,7 +144,15 @@ def main() -> None:
         HTTP_X_FORWARDED_PROTO="https",
         HTTP_HOST="testserver",
     )
-    body = json.dumps({"records": [RECORD] * BATCH})
+    records = [RECORD] * BATCH
+    if args.varied:
+        # Every record a different usage, as real traffic is: nothing computed for one record
+        # can be reused for the next.
+        records = [
+            {**RECORD, "input_tokens": 500 + n, "cached_input_tokens": n % 7, "output_tokens": n}
+            for n in range(BATCH)
+        ]
+    body = json.dumps({"records": records})
     statements = [0]
     timings: dict[str, list[float]] = {}
 
@@ -166,6 +177,16 @@ def main() -> None:
 
     for _ in range(2):  # warm-up: imports, caches, the first connection
         post()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def backend_cpu() -> float:
+        # utime + stime of the PostgreSQL backend serving this process (proc(5)), in seconds.
+        fields = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
     profiler = cProfile.Profile()
     cpu, wall = time.process_time(), time.perf_counter()
     with connection.execute_wrapper(count):
@@ -183,14 +204,31 @@ def main() -> None:
     for label, spent in sorted(timings.items(), key=lambda item: -sum(item[1])):
         print(f"  {1000 * sum(spent) / n:7.2f}  x{len(spent) / n:<4g} {label}")
     stats = pstats.Stats(profiler)
+    by_package: dict[str, float] = {}
+    for (filename, _line, _name), (_cc, _nc, tottime, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if "site-packages/" in filename:
+            package = filename.split("site-packages/")[1].split("/")[0]
+        elif str(ROOT) in filename:
+            package = "tokenpass " + filename.replace(str(ROOT) + "/", "")
+        elif filename.startswith("~") or filename.startswith("<"):
+            package = "builtins"
+        else:
+            package = "stdlib " + Path(filename).name
+        by_package[package] = by_package.get(package, 0.0) + tottime
+    print("own time per request by package or file (ms, profiled):")
+    for package, spent in sorted(by_package.items(), key=lambda item: -item[1])[:25]:
+        print(f"  {1000 * spent / n:7.2f}  {package}")
     stats.sort_stats(args.sort).print_stats(args.top)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(n):
+    runs = max(n, 10)
+    cpu, wall, db = time.process_time(), time.perf_counter(), backend_cpu()
+    for _ in range(runs):
         post()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    db = backend_cpu() - db
     print(
-        f"without the profiler: {1000 * cpu / n:.0f} ms CPU and {1000 * wall / n:.0f} ms wall"
-        " per request"
+        f"without the profiler ({runs} requests): {1000 * cpu / runs:.0f} ms CPU in this process,"
+        f" {1000 * db / runs:.0f} ms CPU in its PostgreSQL backend, {1000 * wall / runs:.0f} ms"
+        " wall per request"
     )
 
 
