@@ -242,6 +242,18 @@ def _posting_of(*, wallet_id: int, cost: int, split: splits.Split) -> _Posting:
     )
 
 
+def _platform_posting(*, wallet_id: int, revenue_id: int, cost: int) -> _Posting:
+    """``_posting_of`` a split that gives all of ``cost`` to the platform's revenue."""
+    if not cost:
+        return _Posting(entries=[], split=[], split_json="[]", lines=[])
+    return _Posting(
+        entries=sorted([(wallet_id, -cost), (revenue_id, cost)]),
+        split=[[revenue_id, cost]],
+        split_json=f"[[{revenue_id}, {cost}]]",
+        lines=[],
+    )
+
+
 @transaction.atomic(durable=True)
 def usage_batch_charge(
     *, user: User, app: Application, records: list[tuple[str, dict[str, Any]]]
@@ -357,6 +369,10 @@ def _charge_claimed(
     # A split that read no tally (no volume tier or commitment among its agreements) depends
     # only on its price and usage, so records with the same ones share it; see SplitContext.
     shared: dict[tuple[int, int, int, int, int], tuple[splits.Split, _Posting]] = {}
+    # Prices with no agreement in force for this app: the platform's revenue takes every charge
+    # whole (price id -> the revenue account's id). Learnt from the price's first split with an
+    # amount, which has a line for every agreement in force, even one that earns nothing.
+    unshared: dict[int, int] = {}
     # (record index, price, cost, posting)
     drafts: list[tuple[int, Price, int, _Posting]] = []
     for index in todo:
@@ -400,13 +416,20 @@ def _charge_claimed(
             record.cached_input_tokens,
             record.output_tokens,
         )
-        if split_key in shared:
+        if price.pk in unshared:
+            posting = _platform_posting(
+                wallet_id=wallet.pk, revenue_id=unshared[price.pk], cost=cost
+            )
+        elif split_key in shared:
             posting = shared[split_key][1]
         else:
             split = _split_legs(
                 app=app, price=price, amount=cost, usage=usage, at=now, context=context
             )
             posting = _posting_of(wallet_id=wallet.pk, cost=cost, split=split)
+            if cost and not split.lines:
+                ((revenue, _share),) = split
+                unshared[price.pk] = revenue.pk
             if not context.tallies:
                 shared[split_key] = (split, posting)
         drafts.append((index, price, cost, posting))

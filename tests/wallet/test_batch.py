@@ -462,7 +462,8 @@ def test_a_mixed_batch_gives_what_charging_its_records_one_by_one_gives(agreemen
     services.wallet_refund(
         charge_id=batched[2].pk, app=app2, amount=batched[2].amount // 2, idempotency_key="r"
     )
-    assert wallet_audit_run().ok
+    audit = wallet_audit_run()
+    assert audit.ok, audit.problems
 
 
 @pytest.mark.django_db(transaction=True)
