@@ -490,3 +490,60 @@ def test_the_database_refuses_a_batch_whose_entries_do_not_balance(monkeypatch):
     assert not Charge.objects.exists()
     assert not IdempotencyKey.objects.filter(app=app).exists()
     assert wallet_audit_run().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_leaves_the_platform_revenue_row_free_until_it_is_about_to_commit(monkeypatch):
+    # Every charge on the platform updates the revenue row; a batch must not hold that row's
+    # lock while it writes its rows, or every other charge would wait for it.
+    PriceFactory(model__name="gpt-test", input_per_million=1_000_000)
+    app = WalletAppFactory()
+    batch_user, other_user = UserFactory(), UserFactory()
+    fund(batch_user, 10_000)
+    fund(other_user, 10_000)
+    system_account(LedgerAccount.Kind.PLATFORM_REVENUE)  # as on any platform that has charged
+    written, resume = threading.Event(), threading.Event()
+    real_post = wallet_batch._post
+
+    def post_then_wait(**kwargs):
+        real_post(**kwargs)
+        written.set()
+        assert resume.wait(timeout=30)
+
+    monkeypatch.setattr(wallet_batch, "_post", post_then_wait)
+
+    def run_batch():
+        try:
+            return batch(batch_user, app, [(f"b{n}", usage(i=10)) for n in range(100)])
+        finally:
+            connection.close()
+
+    def run_single():
+        try:
+            return services.wallet_charge(
+                user=other_user,
+                app=app,
+                model="gpt-test",
+                input_tokens=7,
+                cached_input_tokens=0,
+                output_tokens=0,
+                idempotency_key="single",
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        batched = pool.submit(run_batch)
+        assert written.wait(timeout=30)
+        # The batch has written all its rows and still holds its transaction open.
+        single = pool.submit(run_single)
+        charge = single.result(timeout=15)
+        assert not batched.done()
+        resume.set()
+        outcomes = batched.result(timeout=30)
+
+    assert charge.amount == 7
+    assert all(isinstance(o, Charge) for o in outcomes)
+    assert balance(batch_user) == 9000
+    assert system_account(LedgerAccount.Kind.PLATFORM_REVENUE).balance == 1007
+    assert wallet_audit_run().ok
