@@ -156,7 +156,7 @@ class UsageBatchView(WalletApiView):
         validator: s.BatchRecordSerializer | None = None
         for index, raw in enumerate(records):
             key = raw.get("idempotency_key")
-            if type(key) is not str or not key:
+            if not isinstance(key, str) or not key:
                 key = f"{batch_key}#{index}"
             if record_plainly_valid(raw):
                 # The batch reads only the model and the counts; the rest is ignored, as the
