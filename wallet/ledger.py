@@ -196,71 +196,13 @@ def _balances_move(*, net: dict[int, int], user_pks: set[int]) -> None:
     )
 
 
-Posting = tuple[str, str, list[Leg], dict[str, Any]]  # (kind, reference, legs, metadata)
-
-
-def ledger_post_many(*, postings: list[Posting]) -> list[LedgerTransaction]:
-    """``ledger_post`` for the many transactions of one batch: every transaction is checked
-    and merged the same way, then all are inserted with one INSERT per table, each touched
-    user account's cached balance moves once by the batch's net amount, in primary-key order,
-    and each shared account gets one delta for the batch. Returns the transactions in the
-    order given."""
+def ledger_balances_move(*, net: dict[int, int], user_pks: set[int]) -> None:
+    """Move the cached balances of the user accounts in ``user_pks`` by ``net`` (account id ->
+    amount) and append one delta per shared account, for entries the caller has inserted in
+    this transaction with the same checks as ``ledger_post`` (the usage batch,
+    ``wallet.batch``)."""
     assert transaction.get_connection().in_atomic_block, "ledger_post needs a transaction"
-    user_pks: set[int] = set()
-    merged = [
-        _legs_merge(reference=reference, legs=legs, user_pks=user_pks)
-        for _kind, reference, legs, _metadata in postings
-    ]
-    if not postings:
-        return []
-    now = timezone.now()
-    ledger_txs = [
-        LedgerTransaction(kind=kind, reference=reference, metadata=metadata or {}, created_at=now)
-        for kind, reference, _legs, metadata in postings
-    ]
-    # Inserted from arrays, ids returned in the arrays' order (WITH ORDINALITY ... ORDER BY).
-    assert LedgerTransaction._meta.db_table == "wallet_ledgertransaction"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO wallet_ledgertransaction (kind, reference, metadata, created_at)
-            SELECT t.kind, t.reference, t.metadata::jsonb, %s
-            FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-                AS t(kind, reference, metadata, n)
-            ORDER BY t.n
-            RETURNING id""",
-            [
-                now,
-                [tx.kind for tx in ledger_txs],
-                [tx.reference for tx in ledger_txs],
-                [json.dumps(tx.metadata) for tx in ledger_txs],
-            ],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-    for ledger_tx, pk in zip(ledger_txs, ids, strict=True):
-        ledger_tx.pk = pk
-        ledger_tx._state.adding = False
-    net: dict[int, int] = defaultdict(int)
-    tx_ids: list[int] = []
-    account_ids: list[int] = []
-    amounts: list[int] = []
-    for ledger_tx, totals in zip(ledger_txs, merged, strict=True):
-        for pk, amount in sorted(totals.items()):
-            tx_ids.append(ledger_tx.pk)
-            account_ids.append(pk)
-            amounts.append(amount)
-            net[pk] += amount
-    if tx_ids:
-        # One INSERT from three arrays: a batch has thousands of entries, and building a model
-        # instance for each costs more than the database takes to write them.
-        assert LedgerEntry._meta.db_table == "wallet_ledgerentry"
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """INSERT INTO wallet_ledgerentry (transaction_id, account_id, amount)
-                SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])""",
-                [tx_ids, account_ids, amounts],
-            )
     _balances_move(net=net, user_pks=user_pks)
-    return ledger_txs
 
 
 # pg_try_advisory_xact_lock(namespace, key): one fold at a time.

@@ -11,7 +11,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from partners.agreements import selectors as agreement_selectors
@@ -229,30 +228,3 @@ def capture_split_record(*, split: list[Leg], ledger_tx: LedgerTransaction) -> N
             posted_at=ledger_tx.created_at,
             lines=[replace(line) for line in lines],
         )
-
-
-def capture_splits_record(*, pairs: list[tuple[list[Leg], LedgerTransaction]]) -> None:
-    """``capture_split_record`` for many postings of one batch, in one INSERT: the same
-    SplitLine rows (fields as ``split_lines_record`` writes them)."""
-    assert transaction.get_connection().in_atomic_block, "split lines go with their posting"
-    rows = [
-        SplitLine(
-            ledger_transaction_id=ledger_tx.pk,
-            posted_at=ledger_tx.created_at,
-            partner_id=line.partner_id,
-            role=line.role,
-            agreement=line.agreement,
-            agreement_version=line.agreement.version,
-            app_id=line.app_id,
-            model_name=line.model_name,
-            gross=line.gross,
-            amount=line.amount,
-            input_tokens=line.input_tokens,
-            cached_input_tokens=line.cached_input_tokens,
-            output_tokens=line.output_tokens,
-        )
-        for split, ledger_tx in pairs
-        for line in getattr(split, "lines", [])
-    ]
-    if rows:
-        SplitLine.objects.bulk_create(rows)

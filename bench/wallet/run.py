@@ -16,6 +16,7 @@ The app has no partner agreements, so a charge's split is one platform-revenue l
 Printed: rates, API / floor ratios, hot / spread; the ledger audit must pass at the end.
 
     .venv/bin/python bench/wallet/run.py [--seconds 10] [--clients 8] [--workers N]
+                                         [--phases spread,hot,batch]
     .venv/bin/python bench/wallet/run.py --in-process [--seconds 5] [--threads 4]
 
 gunicorn runs config.settings.production (DEBUG off, persistent connections) against its own
@@ -417,6 +418,11 @@ def http_main(args: argparse.Namespace) -> None:
     import psycopg
 
     clients = args.clients
+    phases = set(args.phases.split(","))
+    if not phases <= {"spread", "hot", "batch"}:
+        sys.exit(f"unknown phase in --phases {args.phases}")
+    spread = hot = batch = spread_floor = hot_floor = batch_floor = 0.0
+    spread_failed = hot_failed = batch_failed = 0
     with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -452,14 +458,19 @@ def http_main(args: argparse.Namespace) -> None:
         wait_for_http(port)
         tokens = [u["token"] for u in spread_users]
         drive(port, tokens, batch=False, seconds=min(2.0, args.seconds))  # warm-up
-        cpu = server_cpu(server.pid)
-        spread, spread_failed = drive(port, tokens, batch=False, seconds=args.seconds)
-        spread_cpu, cpu = server_cpu(server.pid) - cpu, server_cpu(server.pid)
-        hot, hot_failed = drive(
-            port, [hot_user["token"]] * clients, batch=False, seconds=args.seconds
-        )
-        hot_cpu = server_cpu(server.pid) - cpu
-        batch, batch_failed = drive(port, tokens, batch=True, seconds=args.seconds)
+        spread_cpu = hot_cpu = 0.0
+        if "spread" in phases:
+            cpu = server_cpu(server.pid)
+            spread, spread_failed = drive(port, tokens, batch=False, seconds=args.seconds)
+            spread_cpu = server_cpu(server.pid) - cpu
+        if "hot" in phases:
+            cpu = server_cpu(server.pid)
+            hot, hot_failed = drive(
+                port, [hot_user["token"]] * clients, batch=False, seconds=args.seconds
+            )
+            hot_cpu = server_cpu(server.pid) - cpu
+        if "batch" in phases:
+            batch, batch_failed = drive(port, tokens, batch=True, seconds=args.seconds)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -467,9 +478,12 @@ def http_main(args: argparse.Namespace) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    spread_floor = floor(seed, spread_users, batch=False, seconds=args.seconds, threads=clients)
-    hot_floor = floor(seed, [hot_user], batch=False, seconds=args.seconds, threads=clients)
-    batch_floor = floor(seed, spread_users, batch=True, seconds=args.seconds, threads=clients)
+    if "spread" in phases:
+        spread_floor = floor(seed, spread_users, batch=False, seconds=args.seconds, threads=clients)
+    if "hot" in phases:
+        hot_floor = floor(seed, [hot_user], batch=False, seconds=args.seconds, threads=clients)
+    if "batch" in phases:
+        batch_floor = floor(seed, spread_users, batch=True, seconds=args.seconds, threads=clients)
 
     audit = subprocess.run(
         [python, "manage.py", "wallet_audit"], cwd=ROOT, env=env, capture_output=True, text=True
@@ -481,18 +495,22 @@ def http_main(args: argparse.Namespace) -> None:
     )
     print(f"{'':34} {'API':>12} {'floor (SQL)':>12} {'API/floor':>10}  failed")
     rows = [
-        ("charges/s, spread over wallets", spread, spread_floor, spread_failed),
-        ("charges/s, one hot wallet", hot, hot_floor, hot_failed),
-        ("usage records/s, 1,000-record batch", batch, batch_floor, batch_failed),
+        ("spread", "charges/s, spread over wallets", spread, spread_floor, spread_failed),
+        ("hot", "charges/s, one hot wallet", hot, hot_floor, hot_failed),
+        ("batch", "usage records/s, 1,000-record batch", batch, batch_floor, batch_failed),
     ]
-    for label, api, sql, failed in rows:
-        print(f"{label:34} {api:12.1f} {sql:12.1f} {api / sql:10.3f}  {failed}")
-    for label, rate, cpu in (("spread", spread, spread_cpu), ("hot", hot, hot_cpu)):
-        per_charge = 1000 * cpu / max(rate * args.seconds, 1)
-        print(f"gunicorn CPU per charge, {label}: {per_charge:5.1f} ms")
-    print(f"hot / spread (API):   {hot / spread:6.2f}   (target >= 0.33)")
-    print(f"hot / spread (floor): {hot_floor / spread_floor:6.2f}")
-    print(f"batch records/s (API): {batch:.0f}   (target 10,000)")
+    for phase, label, api, sql, failed in rows:
+        if phase in phases:
+            print(f"{label:34} {api:12.1f} {sql:12.1f} {api / sql:10.3f}  {failed}")
+    for phase, rate, cpu in (("spread", spread, spread_cpu), ("hot", hot, hot_cpu)):
+        if phase in phases:
+            per_charge = 1000 * cpu / max(rate * args.seconds, 1)
+            print(f"gunicorn CPU per charge, {phase}: {per_charge:5.1f} ms")
+    if {"spread", "hot"} <= phases:
+        print(f"hot / spread (API):   {hot / spread:6.2f}   (target >= 0.33)")
+        print(f"hot / spread (floor): {hot_floor / spread_floor:6.2f}")
+    if "batch" in phases:
+        print(f"batch records/s (API): {batch:.0f}   (target 10,000)")
     print(f"ledger audit: {'ok' if audit.returncode == 0 else 'FAILED'}")
     if audit.returncode != 0:
         sys.exit(audit.stdout[-2000:])
@@ -503,6 +521,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--phases", default="spread,hot,batch")
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from wallet.api import views
+from wallet.api import batch, views
 
 app_name = "wallet-api"
 
@@ -13,5 +13,5 @@ urlpatterns = [
     path("charges/", views.ChargeListView.as_view(), name="charges"),
     path("charges/<int:charge_id>/", views.ChargeDetailView.as_view(), name="charge"),
     path("charges/<int:charge_id>/refunds/", views.RefundListView.as_view(), name="refunds"),
-    path("usage/batch/", views.UsageBatchView.as_view(), name="usage-batch"),
+    path("usage/batch/", batch.UsageBatchView.as_view(), name="usage-batch"),
 ]

@@ -21,7 +21,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.serializers import Serializer, as_serializer_error
+from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 from accounts.models import User
@@ -333,64 +333,3 @@ class RefundListView(WalletApiView):
             idempotency_key=key,
         )
         return Response(s.RefundSerializer(refund).data, status=status.HTTP_201_CREATED)
-
-
-class UsageBatchView(WalletApiView):
-    @extend_schema(
-        request=s.BatchSerializer,
-        responses={200: s.BatchResponseSerializer, **ERRORS},
-        parameters=[IDEMPOTENCY_HEADER],
-        tags=["wallet"],
-    )
-    def post(self, request: Request) -> Response:
-        """Charge up to WALLET_BATCH_MAX_RECORDS usage records, each on its own: a record that
-        fails (bad input, balance, allowance) does not stop the others. A record without an
-        ``idempotency_key`` gets "<Idempotency-Key header>#<index>", so replaying the whole
-        batch charges nothing twice."""
-        batch_key = self.idempotency_key()
-        records = self.validated(s.BatchSerializer, request.data)["records"]
-        results: list[dict[str, Any]] = []
-        to_charge: list[tuple[str, dict[str, Any]]] = []
-        positions: list[int] = []
-        # One serializer validates every record: building its fields once, not per record,
-        # is most of what a 1,000-record batch costs in Python.
-        validator = s.BatchRecordSerializer()
-        for index, raw in enumerate(records):
-            key = (
-                raw.get("idempotency_key") if isinstance(raw.get("idempotency_key"), str) else None
-            )
-            key = key or f"{batch_key}#{index}"
-            result: dict[str, Any] = {"index": index, "idempotency_key": key}
-            results.append(result)
-            try:
-                data = dict(validator.run_validation(raw))
-            except ValidationError as invalid:
-                result |= {
-                    "status": "error",
-                    "charge": None,
-                    "error": {
-                        "code": "invalid_request",
-                        "message": _("The record is not valid."),
-                        "details": as_serializer_error(invalid),
-                    },
-                }
-                continue
-            data.pop("idempotency_key", None)
-            to_charge.append((key, data))
-            positions.append(index)
-        # The valid records are charged together, in one transaction, each with its own
-        # outcome (see services.wallet_usage_batch_charge).
-        outcomes = (
-            services.wallet_usage_batch_charge(user=self.user, app=self.app, records=to_charge)
-            if to_charge
-            else []
-        )
-        charges = [outcome for outcome in outcomes if not isinstance(outcome, WalletError)]
-        represented = iter(s.charges_represent(charges))
-        for index, outcome in zip(positions, outcomes, strict=True):
-            if isinstance(outcome, WalletError):
-                results[index] |= {"status": "error", "charge": None, "error": error_body(outcome)}
-            else:
-                results[index] |= {"status": "charged", "charge": next(represented), "error": None}
-        charged = sum(1 for r in results if r["status"] == "charged")
-        return Response({"charged": charged, "failed": len(results) - charged, "results": results})
