@@ -1,7 +1,8 @@
 """The ledger audit: proves the wallet's invariants from the database itself.
 
 Checks (each failure is reported with the ids involved):
-* every ledger transaction's entries sum to zero;
+* every ledger transaction's entries sum to zero, and only a charge that cost nothing has a
+  transaction without entries;
 * every account's balance equals the sum of its entries (the cached balance, plus for the
   shared accounts the deltas not yet folded);
 * no wallet or holds account has a delta (their cached balance moves with their entries,
@@ -29,7 +30,14 @@ CHECKS: list[tuple[str, str]] = [
         """
         SELECT t.id, COALESCE(SUM(e.amount), 0)
         FROM wallet_ledgertransaction t LEFT JOIN wallet_ledgerentry e ON e.transaction_id = t.id
-        GROUP BY t.id HAVING COALESCE(SUM(e.amount), 0) <> 0 OR COUNT(e.id) = 0
+        GROUP BY t.id HAVING COALESCE(SUM(e.amount), 0) <> 0 OR (
+            -- Only a charge that cost nothing (no tokens used, or a free model) posts a
+            -- transaction without entries; any other one has lost its entries.
+            COUNT(e.id) = 0 AND NOT EXISTS (
+                SELECT 1 FROM wallet_charge c
+                WHERE c.transaction_id = t.id AND c.amount = 0 AND c.hold_id IS NULL
+            )
+        )
         """,
     ),
     (

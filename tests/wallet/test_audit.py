@@ -114,3 +114,32 @@ def test_audit_reports_deltas_the_fold_left_too_long(user, app, price, settings)
     assert result["ok"] is False
     run = WalletAuditRun.objects.get(pk=result["run"])
     assert run.problems == [{"check": "deltas_not_folded", "row": [delta.pk]}]
+
+
+def test_a_charge_that_costs_nothing_passes_the_audit(user, app, price):
+    # No tokens used (a request that failed upstream), one-shot and in a batch: the charge is
+    # recorded with an amount of 0 and a ledger transaction that moves nothing.
+    from wallet.batch import wallet_usage_batch_charge
+
+    fund(user, 1000)
+    free = charge(user, app, i=0)
+    assert free.amount == 0
+    wallet_usage_batch_charge(
+        user=user,
+        app=app,
+        records=[("zero", {"model": "gpt-test", "input_tokens": 0})],
+    )
+    assert wallet_audit_run().ok
+
+
+def test_audit_fails_on_a_transaction_without_entries_that_is_no_free_charge(user, app, price):
+    fund(user, 1000)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO wallet_ledgertransaction (kind, reference, metadata, created_at)
+            VALUES ('charge', 'lost-entries', '{}', now()) RETURNING id"""
+        )
+        (tx_id,) = cursor.fetchone()
+    result = wallet_audit_run()
+    assert not result.ok
+    assert {"check": "unbalanced_transactions", "row": [tx_id, 0]} in result.problems
