@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Machine-to-machine paths (API_PATH_PREFIXES) branch off here to API_MIDDLEWARE.
+    "config.middleware.ApiRouterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -57,6 +59,24 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Axes must come last so that it sees the result of every authentication attempt.
     "axes.middleware.AxesMiddleware",
+]
+
+# Partner servers call these with client credentials or bearer tokens, never with a browser
+# session: they skip the session, CSRF, authentication, OTP, messages and axes middleware
+# (config/middleware.py). Kept: HTTPS redirect and security headers, the language of error
+# messages (Accept-Language), and CommonMiddleware's host and slash handling.
+API_PATH_PREFIXES = [
+    "/o/token/",
+    "/o/introspect/",
+    "/o/revoke_token/",
+    "/api/wallet/",
+    "/api/settlement/",
+]
+API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
