@@ -38,3 +38,16 @@ class TokenpassOAuthLibCore(OAuthLibCore):
             headers[SESSION_USER_KEY] = str(user.pk)
             headers[SESSION_AUTH_TIME_KEY] = str(session_auth_time(django_request))
         return headers
+
+    def create_token_response(self, request: HttpRequest) -> tuple[Any, Any, Any, Any]:
+        uri, headers, body, status = super().create_token_response(request)
+        if status >= 400 and "Content-Type" not in headers:
+            # An OAuth2Error raised while the tokens are saved (a code or refresh token that
+            # a concurrent request used first) reaches DOT without oauthlib's JSON headers.
+            headers = {
+                **headers,
+                "Content-Type": "application/json",
+                "Cache-Control": "no-store",
+                "Pragma": "no-cache",
+            }
+        return uri, headers, body, status

@@ -19,6 +19,7 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.signals import app_authorized
 
+from accounts.models import AuditEvent
 from partners.models import ApplicationReview, Partner
 from partners.oauth.services import token_checksum
 from tests.factories import UserFactory
@@ -148,7 +149,10 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain):
     assert second.status_code == 200, second.content
     body = second.json()
     sent = statements(captured.captured_queries)
-    assert len(sent) <= 14, sent
+    # the app; the live refresh token with its access token, person, app and auth_time; then
+    # the ID token, the old refresh token's revocation, the old access token's deletion, the
+    # new access and refresh tokens, and consent's last-used time
+    assert len(sent) == 8, sent
     # the ID token row is written (in the rotation's transaction) before the access token
     # that points at it
     writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
@@ -185,3 +189,72 @@ def test_a_reused_refresh_token_still_revokes_the_family(chain):
     assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
     latest = refresh(app, secret, second.json()["refresh_token"])
     assert latest.status_code == 400
+
+
+def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(chain, monkeypatch):
+    from partners.oauth.validators import TokenpassOAuth2Validator
+
+    app, secret, user, raw = chain
+    before = {model: model.objects.count() for model in (AccessToken, RefreshToken, IDToken)}
+    validate = TokenpassOAuth2Validator.validate_refresh_token
+
+    def validate_then_lose_the_race(self, refresh_token, client, request, *args, **kwargs):
+        valid = validate(self, refresh_token, client, request, *args, **kwargs)
+        # another request rotates the same token between validation and the write
+        RefreshToken.objects.filter(token_checksum=token_checksum(refresh_token)).update(
+            revoked=timezone.now()
+        )
+        return valid
+
+    monkeypatch.setattr(
+        TokenpassOAuth2Validator, "validate_refresh_token", validate_then_lose_the_race
+    )
+    response = refresh(app, secret, raw)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "invalid_grant"
+    # nothing of the refused rotation stays (no new tokens, no ID token), the family is
+    # revoked as for any second use, and the person's security log says so
+    assert IDToken.objects.count() == before[IDToken]
+    assert RefreshToken.objects.count() == before[RefreshToken]
+    assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
+    assert not AccessToken.objects.filter(application=app).exists()
+    event = AuditEvent.objects.get(user=user, action=AuditEvent.Action.TOKEN_REUSE)
+    assert event.data["client_id"] == app.client_id and event.data["family_revoked"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_refresh_token_presented_twice_at_once_rotates_once(chain, live_server):
+    import threading
+
+    import requests
+
+    app, secret, _user, raw = chain
+    barrier = threading.Barrier(2)
+    results: list[requests.Response] = []
+
+    def use() -> None:
+        barrier.wait()
+        results.append(
+            requests.post(
+                f"{live_server.url}/o/token/",
+                data={"grant_type": "refresh_token", "refresh_token": raw},
+                auth=(app.client_id, secret),
+                timeout=30,
+            )
+        )
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 400], [r.text for r in results]
+    assert next(r for r in results if r.status_code == 400).json()["error"] == "invalid_grant"
+    # one rotation happened; the second use revoked the family, whichever way the two
+    # requests interleaved, and was audited
+    family = RefreshToken.objects.get(token_checksum=token_checksum(raw)).token_family
+    assert RefreshToken.objects.filter(token_family=family).count() == 2
+    assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.TOKEN_REUSE).count() == 1
