@@ -102,7 +102,11 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # Persistent connections: opening a PostgreSQL connection per request costs more than most
 # of our requests do.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# With persistent connections Django checks a reused connection with a SELECT 1 at the start
+# of each request, so that a connection the database (or a proxy) dropped while idle costs no
+# request an error. It is one round trip per request: a deployment whose database never drops
+# idle connections inside CONN_MAX_AGE may switch it off (docs/configuration.md).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -282,6 +282,12 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             raise errors.InvalidGrantError(request=request) from None
 
     def _bearer_token_save(self, token: dict, request: Any, *args: Any, **kwargs: Any) -> None:
+        if request.grant_type == "client_credentials" and not token.get("refresh_token"):
+            # One INSERT, the access token's row: in autocommit that statement is its own
+            # transaction, and BEGIN and COMMIT around it would be two more round trips to
+            # PostgreSQL on every grant.
+            self._save_bearer_token(token, request, *args, **kwargs)
+            return
         with transaction.atomic():
             record = None
             if request.grant_type == "authorization_code":

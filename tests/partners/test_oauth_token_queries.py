@@ -94,6 +94,8 @@ def test_client_credentials_grant_reads_the_app_once_and_writes_one_row(cc_app):
     assert len(sent) == 2, sent
     assert sent[0].startswith("SELECT") and "partners_applicationreview" in sent[0]
     assert sent[1].startswith("INSERT") and "oauth2_provider_accesstoken" in sent[1]
+    # a single write needs no transaction block of its own (here it would be a savepoint)
+    assert not any(q["sql"].startswith("SAVEPOINT") for q in captured.captured_queries)
     stored = AccessToken.objects.get(token_checksum=token_checksum(response.json()["access_token"]))
     assert stored.token == "" and stored.application_id == app.pk
 
