@@ -30,7 +30,7 @@ from accounts.oidc import CLAIMS_SUPPORTED, user_claims
 from partners.models import Application, AuthorizationCode
 from partners.oauth import keys, ratelimit
 from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
-from partners.oauth.selectors import consent_covers
+from partners.oauth.selectors import application_for_client_id, consent_covers
 from partners.oauth.services import (
     authorization_code_replay_revoke,
     consent_touch,
@@ -124,14 +124,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             # One query instead of three: DOT loads the app, then is_usable() reads its
             # partner and its review row one by one. Loaded here with both joined, DOT
             # finds request.client set and re-checks is_usable() on the joined rows.
-            # get(), not first(): client_id is unique, and an ORDER BY would only cost the
-            # query compiler time on every grant.
-            try:
-                request.client = Application.objects.select_related("partner", "review").get(
-                    client_id=client_id
-                )
-            except Application.DoesNotExist:
-                request.client = None
+            request.client = application_for_client_id(client_id=client_id)
         return super()._load_application(client_id, request)
 
     def authenticate_client_id(

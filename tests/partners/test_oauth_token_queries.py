@@ -260,3 +260,34 @@ def test_one_refresh_token_presented_twice_at_once_rotates_once(chain, live_serv
     assert RefreshToken.objects.filter(token_family=family).count() == 2
     assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
     assert AuditEvent.objects.filter(action=AuditEvent.Action.TOKEN_REUSE).count() == 1
+
+
+def test_the_client_lookup_leaves_the_app_as_select_related_would(
+    cc_app, django_assert_num_queries
+):
+    from partners.oauth.selectors import application_for_client_id
+
+    app, _secret = cc_app
+    ApplicationReview.objects.create(application=app, status=ApplicationReview.Status.APPROVED)
+    with django_assert_num_queries(1):
+        loaded = application_for_client_id(client_id=app.client_id)
+        assert loaded is not None and loaded.pk == app.pk
+        assert loaded.client_secret == app.client_secret and loaded.name == app.name
+        assert loaded.is_usable(None)
+        assert loaded.review.status == ApplicationReview.Status.APPROVED
+        assert loaded.partner.status == Partner.Status.ACTIVE
+    # the partner's other fields load when read, with their stored values
+    assert loaded.partner.name == app.partner.name
+    assert application_for_client_id(client_id="no-such-client") is None
+
+
+def test_the_client_lookup_of_an_app_without_partner_or_review(make_app):
+    from partners.oauth.selectors import application_for_client_id
+
+    app, secret = make_app("First party", allowed_scopes="settlement:read")
+    app.partner = None
+    app.save(update_fields=["partner"])
+    loaded = application_for_client_id(client_id=app.client_id)
+    assert loaded is not None and loaded.partner is None
+    assert not hasattr(loaded, "review") and loaded.is_usable(None)
+    assert client_credentials(app, secret).status_code == 200
