@@ -12,6 +12,7 @@
 import json
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from partners.oauth.services import (
     authorization_code_replay_revoke,
     consent_touch,
     token_checksum,
+    token_row_insert,
 )
 from partners.oauth.tokens import issuer
 
@@ -307,7 +309,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
                 token.pop("refresh_token")
             pending_id_token = getattr(request, "_tokenpass_pending_id_token", None)
             if pending_id_token is not None and token.get("id_token"):
-                pending_id_token.save()
+                token_row_insert(instance=pending_id_token)
             if not self._refresh_token_rotate(token, request):
                 self._save_bearer_token(token, request, *args, **kwargs)
             if record is not None:
@@ -422,8 +424,8 @@ class TokenpassOAuth2Validator(OAuth2Validator):
     ) -> Any:
         # DOT re-reads (and re-verifies) the ID token it signed a moment ago in this request,
         # which is one query: finalize_id_token left the row on request.id_token.
-        id_token = getattr(request, "id_token", None)
-        if not token.get("id_token") or not isinstance(id_token, IDToken) or id_token.pk is None:
+        id_token = getattr(request, "id_token", None) if token.get("id_token") else None
+        if token.get("id_token") and (not isinstance(id_token, IDToken) or id_token.pk is None):
             return super()._create_access_token(
                 expires, request, token, source_refresh_token=source_refresh_token
             )
@@ -437,8 +439,25 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             resource=getattr(request, "resource", []),  # RFC 8707
         )
         self._set_token_value(access_token, token["access_token"])
-        access_token.save()
+        token_row_insert(instance=access_token)
         return access_token
+
+    def _create_refresh_token(
+        self, request: Any, refresh_token_code: str, access_token: Any, previous_refresh_token: Any
+    ) -> Any:
+        """DOT's, inserted through token_row_insert."""
+        refresh_token = RefreshToken(
+            user=request.user,
+            application=request.client,
+            access_token=access_token,
+            token_family=(
+                previous_refresh_token.token_family if previous_refresh_token else uuid.uuid4()
+            ),
+            resource=getattr(request, "resource", []),  # RFC 8707
+        )
+        self._set_token_value(refresh_token, refresh_token_code)
+        token_row_insert(instance=refresh_token)
+        return refresh_token
 
     def validate_grant_type(
         self, client_id: str, grant_type: str, client: Any, request: Any, *args: Any, **kwargs: Any

@@ -291,3 +291,40 @@ def test_the_client_lookup_of_an_app_without_partner_or_review(make_app):
     assert loaded is not None and loaded.partner is None
     assert not hasattr(loaded, "review") and loaded.is_usable(None)
     assert client_credentials(app, secret).status_code == 200
+
+
+def test_a_token_row_inserted_directly_reads_back_as_save_would_write_it(cc_app):
+    from django.db.models import signals
+    from oauth2_provider.models import set_token_value
+
+    from partners.oauth.services import token_row_insert
+
+    app, _secret = cc_app
+    raw = secrets.token_urlsafe(32)
+    expires = timezone.now() + timedelta(hours=1)
+    direct = AccessToken(
+        application=app, scope="settlement:read", expires=expires, resource=["https://a.example"]
+    )
+    set_token_value(direct, raw)
+    token_row_insert(instance=direct)
+    assert direct.pk is not None and not direct._state.adding
+    stored = AccessToken.objects.get(pk=direct.pk)
+    assert stored.token_checksum == token_checksum(raw) and stored.token == ""
+    assert stored.resource == ["https://a.example"] and stored.expires == expires
+    assert stored.created is not None and stored.updated is not None
+    assert stored.user_id is None and stored.application_id == app.pk
+
+    # with a save receiver connected, the row goes through save() and the receiver runs
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.pk, created))
+
+    signals.post_save.connect(receiver, sender=AccessToken)
+    try:
+        other = AccessToken(application=app, scope="settlement:read", expires=expires)
+        set_token_value(other, secrets.token_urlsafe(32))
+        token_row_insert(instance=other)
+    finally:
+        signals.post_save.disconnect(receiver, sender=AccessToken)
+    assert seen == [(other.pk, True)]
