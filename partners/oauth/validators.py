@@ -478,15 +478,17 @@ class TokenpassOAuth2Validator(OAuth2Validator):
     def validate_refresh_token(
         self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any
     ) -> bool:
-        # One query: the live token with its access token, person and app, and the sign-in
-        # time of the code its family came from (the ID token's auth_time). No ORDER BY: a
-        # checksum has one live row.
+        # One query: the live token with its access token and person, and the sign-in time
+        # of the code its family came from (the ID token's auth_time). The app is the client
+        # authenticated a moment ago, so it is compared by key, not joined again (its
+        # columns would cost compiling and converting). No ORDER BY: a checksum has one
+        # live row.
         live = next(
             iter(
                 RefreshToken.objects.filter(
                     token_checksum=token_checksum(refresh_token), revoked__isnull=True
                 )
-                .select_related("access_token", "user", "application")
+                .select_related("access_token", "user")
                 .annotate(
                     tokenpass_auth_time=Subquery(
                         AuthorizationCode.objects.filter(token_family=OuterRef("token_family"))
@@ -498,10 +500,10 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             None,
         )
         if live is not None:
-            # The live token, read with its access token, person and app in one query (DOT
-            # reads the person and the app one by one); the checks are DOT's for a live
-            # token. Revoked and unknown tokens take DOT's path below: the grace period,
-            # reuse detection and family revocation stay exactly DOT's.
+            # The live token, read with its access token and person in one query (DOT reads
+            # the person and the app one by one); the checks are DOT's for a live token.
+            # Revoked and unknown tokens take DOT's path below: the grace period, reuse
+            # detection and family revocation stay exactly DOT's.
             if live.access_token is None:
                 return False
             expire_delta = refresh_token_expire_timedelta()
@@ -510,7 +512,10 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             request.user = live.user
             request.refresh_token = refresh_token
             request.refresh_token_instance = live
-            return bool(live.application == client)
+            if client is None or live.application_id != client.pk:
+                return False
+            RefreshToken._meta.get_field("application").set_cached_value(live, client)
+            return True
         valid = bool(
             super().validate_refresh_token(refresh_token, client, request, *args, **kwargs)
         )
