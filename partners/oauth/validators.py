@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import router, transaction
-from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_device_grant_model, refresh_token_expire_timedelta
@@ -31,7 +30,11 @@ from accounts.oidc import CLAIMS_SUPPORTED, user_claims
 from partners.models import Application, AuthorizationCode
 from partners.oauth import keys, ratelimit
 from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_USER_KEY
-from partners.oauth.selectors import application_for_client_id, consent_covers
+from partners.oauth.selectors import (
+    application_for_client_id,
+    consent_covers,
+    refresh_token_live,
+)
 from partners.oauth.services import (
     authorization_code_replay_revoke,
     consent_touch,
@@ -480,25 +483,8 @@ class TokenpassOAuth2Validator(OAuth2Validator):
     ) -> bool:
         # One query: the live token with its access token and person, and the sign-in time
         # of the code its family came from (the ID token's auth_time). The app is the client
-        # authenticated a moment ago, so it is compared by key, not joined again (its
-        # columns would cost compiling and converting). No ORDER BY: a checksum has one
-        # live row.
-        live = next(
-            iter(
-                RefreshToken.objects.filter(
-                    token_checksum=token_checksum(refresh_token), revoked__isnull=True
-                )
-                .select_related("access_token", "user")
-                .annotate(
-                    tokenpass_auth_time=Subquery(
-                        AuthorizationCode.objects.filter(token_family=OuterRef("token_family"))
-                        .order_by("pk")
-                        .values("auth_time")[:1]
-                    )
-                )[:1]
-            ),
-            None,
-        )
+        # authenticated a moment ago, so it is compared by key, not joined again.
+        live = refresh_token_live(checksum=token_checksum(refresh_token))
         if live is not None:
             # The live token, read with its access token and person in one query (DOT reads
             # the person and the app one by one); the checks are DOT's for a live token.

@@ -328,3 +328,37 @@ def test_a_token_row_inserted_directly_reads_back_as_save_would_write_it(cc_app)
     finally:
         signals.post_save.disconnect(receiver, sender=AccessToken)
     assert seen == [(other.pk, True)]
+
+
+def test_the_live_refresh_token_lookup_leaves_it_as_select_related_would(
+    chain, django_assert_num_queries
+):
+    from partners.models import AuthorizationCode
+    from partners.oauth.selectors import refresh_token_live
+
+    app, _secret, user, raw = chain
+    stored = RefreshToken.objects.get(token_checksum=token_checksum(raw))
+    RefreshToken.objects.filter(pk=stored.pk).update(resource=["https://api.example"])
+    AuthorizationCode.objects.create(
+        code_checksum="c" * 64,
+        application=app,
+        user=user,
+        auth_time=1_700_000_000,
+        token_family=stored.token_family,
+    )
+    with django_assert_num_queries(1):
+        live = refresh_token_live(checksum=token_checksum(raw))
+        assert live.pk == stored.pk and live.token_family == stored.token_family
+        assert live.resource == ["https://api.example"] and live.revoked is None
+        assert live.user == user and live.user.public_id == user.public_id
+        assert live.access_token.pk == stored.access_token_id
+        assert live.access_token.scope == "openid profile"
+        assert live.tokenpass_auth_time == 1_700_000_000
+    # a token without its access token, one without a code, and revoked or unknown ones
+    RefreshToken.objects.filter(pk=stored.pk).update(access_token=None)
+    AuthorizationCode.objects.filter(token_family=stored.token_family).delete()
+    orphan = refresh_token_live(checksum=token_checksum(raw))
+    assert orphan.access_token is None and orphan.tokenpass_auth_time is None
+    RefreshToken.objects.filter(pk=stored.pk).update(revoked=timezone.now())
+    assert refresh_token_live(checksum=token_checksum(raw)) is None
+    assert refresh_token_live(checksum=token_checksum("unknown")) is None
