@@ -276,8 +276,7 @@ def test_the_client_lookup_leaves_the_app_as_select_related_would(
         assert loaded.is_usable(None)
         assert loaded.review.status == ApplicationReview.Status.APPROVED
         assert loaded.partner.status == Partner.Status.ACTIVE
-    # the partner's other fields load when read, with their stored values
-    assert loaded.partner.name == app.partner.name
+        assert loaded.partner.name == app.partner.name
     assert application_for_client_id(client_id="no-such-client") is None
 
 
