@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Machine-to-machine paths (API_PATH_PREFIXES) branch off here to API_MIDDLEWARE.
+    "config.middleware.ApiRouterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -60,6 +62,24 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Axes must come last so that it sees the result of every authentication attempt.
     "axes.middleware.AxesMiddleware",
+]
+
+# Partner servers call these with client credentials or bearer tokens, never with a browser
+# session: they skip the session, CSRF, authentication, OTP, messages and axes middleware
+# (config/middleware.py). Kept: HTTPS redirect and security headers, the language of error
+# messages (Accept-Language), and CommonMiddleware's host and slash handling.
+API_PATH_PREFIXES = [
+    "/o/token/",
+    "/o/introspect/",
+    "/o/revoke_token/",
+    "/api/wallet/",
+    "/api/settlement/",
+]
+API_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -85,7 +105,11 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # Persistent connections: opening a PostgreSQL connection per request costs more than most
 # of our requests do.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# With persistent connections Django checks a reused connection with a SELECT 1 at the start
+# of each request, so that a connection the database (or a proxy) dropped while idle costs no
+# request an error. It is one round trip per request: a deployment whose database never drops
+# idle connections inside CONN_MAX_AGE may switch it off (docs/configuration.md).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

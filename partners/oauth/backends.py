@@ -52,3 +52,16 @@ class TokenpassOAuthLibCore(OAuthLibCore):
             if hasattr(django_request, "session"):
                 headers[SESSION_SID_KEY] = session_sid(django_request)
         return headers
+
+    def create_token_response(self, request: HttpRequest) -> tuple[Any, Any, Any, Any]:
+        uri, headers, body, status = super().create_token_response(request)
+        if status >= 400 and "Content-Type" not in headers:
+            # An OAuth2Error raised while the tokens are saved (a code or refresh token that
+            # a concurrent request used first) reaches DOT without oauthlib's JSON headers.
+            headers = {
+                **headers,
+                "Content-Type": "application/json",
+                "Cache-Control": "no-store",
+                "Pragma": "no-cache",
+            }
+        return uri, headers, body, status

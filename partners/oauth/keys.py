@@ -22,7 +22,9 @@ command reaches running workers without a restart.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -32,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from jwcrypto import jwk
@@ -55,6 +59,14 @@ class StoredKey:
     activated_at: int | None = None
     # For a previous key: the time after which no token it signed can still be valid.
     retire_after: int | None = None
+
+    @functools.cached_property
+    def signer(self) -> rsa.RSAPrivateKey:
+        """The key as a cryptography object, built once per loaded key set: jwcrypto would
+        re-import it and deep-copy its JSON form on every signature."""
+        key = self.private_jwk.get_op_key("sign")
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
 
     def public_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = self.private_jwk.export_public(as_dict=True)
@@ -223,6 +235,25 @@ def key_set_forget() -> None:
 def signing_jwk() -> jwk.JWK:
     """The key that signs now: an RSA private JWK whose ``kid`` is published in the JWKS."""
     return key_set_load().active.private_jwk
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
+    """A compact JWS (RFC 7515) of ``claims`` signed RS256 with the active key, whose kid
+    (its RFC 7638 thumbprint) is in the header. Values JSON cannot encode are written as
+    strings, as DOT does for ID tokens."""
+    key = key_set_load().active
+    header = {"alg": "RS256", "kid": key.kid, "typ": typ}
+    signing_input = (
+        _b64url(json.dumps(header, separators=(",", ":")).encode())
+        + "."
+        + _b64url(json.dumps(claims, separators=(",", ":"), default=str).encode())
+    )
+    signature = key.signer.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    return signing_input + "." + _b64url(signature)
 
 
 def public_jwks() -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Writes for the OAuth side: consents, revocation, client secrets, replayed codes."""
 
+import functools
 import hashlib
 
-from django.db import transaction
+from django.db import connection, connections, router, transaction
+from django.db.models import Field, Model, signals
 from django.http import HttpRequest
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
@@ -20,6 +22,47 @@ from partners.models import Application, AuthorizationCode, Consent
 
 def token_checksum(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@functools.cache
+def _insert_statement(model: type[Model]) -> tuple[str, tuple[Field, ...]]:
+    meta = model._meta
+    fields = tuple(f for f in meta.concrete_fields if f is not meta.pk)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = ", ".join(["%s"] * len(fields))
+    # Only quoted table and column names from the model go into the text.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) "  # noqa: S608
+        f"RETURNING {quote(meta.pk.column)}"
+    )
+    return sql, fields
+
+
+def token_row_insert(*, instance: Model) -> None:
+    """Insert a new token row (access, refresh or ID token) exactly as ``instance.save()``
+    would: every field's pre_save (timestamps, the token checksum) and database preparation,
+    then the primary key set from RETURNING. The statement text is built once per model, where
+    save() compiles it anew for each token (about 0.3 ms of CPU, on every grant). Falls back to
+    save() for a row that has a primary key already or a model with save signal receivers."""
+    model = type(instance)
+    if (
+        instance.pk is not None
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+    ):
+        instance.save()
+        return
+    instance._prepare_related_fields_for_save(operation_name="save")  # type: ignore[attr-defined]
+    using = router.db_for_write(model, instance=instance)
+    target = connections[using]
+    sql, fields = _insert_statement(model)
+    params = [f.get_db_prep_save(f.pre_save(instance, True), connection=target) for f in fields]
+    with target.cursor() as cursor:
+        cursor.execute(sql, params)
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = using
 
 
 def consent_record(

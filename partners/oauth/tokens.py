@@ -49,11 +49,7 @@ def access_token_generate(request: Any) -> str:
         "exp": now + int(request.expires_in),
         "jti": uuid.uuid4().hex,
     }
-    key = keys.signing_jwk()
-    header = {"alg": "RS256", "typ": ACCESS_TOKEN_TYPE, "kid": key["kid"]}
-    token = jwt.JWT(header=header, claims=claims)
-    token.make_signed_token(key)
-    return token.serialize()
+    return keys.jwt_sign(claims=claims, typ=ACCESS_TOKEN_TYPE)
 
 
 class InvalidAccessToken(Exception):

@@ -19,6 +19,7 @@ from oauth2_provider.models import (
 )
 from oauth2_provider.signals import app_authorized
 
+from accounts.models import AuditEvent
 from partners.models import ApplicationReview, Partner
 from partners.oauth.services import token_checksum
 from tests.factories import UserFactory
@@ -93,6 +94,8 @@ def test_client_credentials_grant_reads_the_app_once_and_writes_one_row(cc_app):
     assert len(sent) == 2, sent
     assert sent[0].startswith("SELECT") and "partners_applicationreview" in sent[0]
     assert sent[1].startswith("INSERT") and "oauth2_provider_accesstoken" in sent[1]
+    # a single write needs no transaction block of its own (here it would be a savepoint)
+    assert not any(q["sql"].startswith("SAVEPOINT") for q in captured.captured_queries)
     stored = AccessToken.objects.get(token_checksum=token_checksum(response.json()["access_token"]))
     assert stored.token == "" and stored.application_id == app.pk
 
@@ -148,7 +151,10 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain):
     assert second.status_code == 200, second.content
     body = second.json()
     sent = statements(captured.captured_queries)
-    assert len(sent) <= 14, sent
+    # the app; the live refresh token with its access token, person, app and auth_time; then
+    # the ID token, the old refresh token's revocation, the old access token's deletion, the
+    # new access and refresh tokens, and consent's last-used time
+    assert len(sent) == 8, sent
     # the ID token row is written (in the rotation's transaction) before the access token
     # that points at it
     writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
@@ -185,3 +191,173 @@ def test_a_reused_refresh_token_still_revokes_the_family(chain):
     assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
     latest = refresh(app, secret, second.json()["refresh_token"])
     assert latest.status_code == 400
+
+
+def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(chain, monkeypatch):
+    from partners.oauth.validators import TokenpassOAuth2Validator
+
+    app, secret, user, raw = chain
+    before = {model: model.objects.count() for model in (AccessToken, RefreshToken, IDToken)}
+    validate = TokenpassOAuth2Validator.validate_refresh_token
+
+    def validate_then_lose_the_race(self, refresh_token, client, request, *args, **kwargs):
+        valid = validate(self, refresh_token, client, request, *args, **kwargs)
+        # another request rotates the same token between validation and the write
+        RefreshToken.objects.filter(token_checksum=token_checksum(refresh_token)).update(
+            revoked=timezone.now()
+        )
+        return valid
+
+    monkeypatch.setattr(
+        TokenpassOAuth2Validator, "validate_refresh_token", validate_then_lose_the_race
+    )
+    response = refresh(app, secret, raw)
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "invalid_grant"
+    # nothing of the refused rotation stays (no new tokens, no ID token), the family is
+    # revoked as for any second use, and the person's security log says so
+    assert IDToken.objects.count() == before[IDToken]
+    assert RefreshToken.objects.count() == before[RefreshToken]
+    assert not RefreshToken.objects.filter(revoked__isnull=True).exists()
+    assert not AccessToken.objects.filter(application=app).exists()
+    event = AuditEvent.objects.get(user=user, action=AuditEvent.Action.TOKEN_REUSE)
+    assert event.data["client_id"] == app.client_id and event.data["family_revoked"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_refresh_token_presented_twice_at_once_rotates_once(chain, live_server):
+    import threading
+
+    import requests
+
+    app, secret, _user, raw = chain
+    barrier = threading.Barrier(2)
+    results: list[requests.Response] = []
+
+    def use() -> None:
+        barrier.wait()
+        results.append(
+            requests.post(
+                f"{live_server.url}/o/token/",
+                data={"grant_type": "refresh_token", "refresh_token": raw},
+                auth=(app.client_id, secret),
+                timeout=30,
+            )
+        )
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 400], [r.text for r in results]
+    assert next(r for r in results if r.status_code == 400).json()["error"] == "invalid_grant"
+    # one rotation happened; the second use revoked the family, whichever way the two
+    # requests interleaved, and was audited
+    family = RefreshToken.objects.get(token_checksum=token_checksum(raw)).token_family
+    assert RefreshToken.objects.filter(token_family=family).count() == 2
+    assert not RefreshToken.objects.filter(token_family=family, revoked__isnull=True).exists()
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.TOKEN_REUSE).count() == 1
+
+
+def test_the_client_lookup_leaves_the_app_as_select_related_would(
+    cc_app, django_assert_num_queries
+):
+    from partners.oauth.selectors import application_for_client_id
+
+    app, _secret = cc_app
+    ApplicationReview.objects.create(application=app, status=ApplicationReview.Status.APPROVED)
+    with django_assert_num_queries(1):
+        loaded = application_for_client_id(client_id=app.client_id)
+        assert loaded is not None and loaded.pk == app.pk
+        assert loaded.client_secret == app.client_secret and loaded.name == app.name
+        assert loaded.is_usable(None)
+        assert loaded.review.status == ApplicationReview.Status.APPROVED
+        assert loaded.partner.status == Partner.Status.ACTIVE
+        assert loaded.partner.name == app.partner.name
+    assert application_for_client_id(client_id="no-such-client") is None
+
+
+def test_the_client_lookup_of_an_app_without_partner_or_review(make_app):
+    from partners.oauth.selectors import application_for_client_id
+
+    app, secret = make_app("First party", allowed_scopes="settlement:read")
+    app.partner = None
+    app.save(update_fields=["partner"])
+    loaded = application_for_client_id(client_id=app.client_id)
+    assert loaded is not None and loaded.partner is None
+    assert not hasattr(loaded, "review") and loaded.is_usable(None)
+    assert client_credentials(app, secret).status_code == 200
+
+
+def test_a_token_row_inserted_directly_reads_back_as_save_would_write_it(cc_app):
+    from django.db.models import signals
+    from oauth2_provider.models import set_token_value
+
+    from partners.oauth.services import token_row_insert
+
+    app, _secret = cc_app
+    raw = secrets.token_urlsafe(32)
+    expires = timezone.now() + timedelta(hours=1)
+    direct = AccessToken(
+        application=app, scope="settlement:read", expires=expires, resource=["https://a.example"]
+    )
+    set_token_value(direct, raw)
+    token_row_insert(instance=direct)
+    assert direct.pk is not None and not direct._state.adding
+    stored = AccessToken.objects.get(pk=direct.pk)
+    assert stored.token_checksum == token_checksum(raw) and stored.token == ""
+    assert stored.resource == ["https://a.example"] and stored.expires == expires
+    assert stored.created is not None and stored.updated is not None
+    assert stored.user_id is None and stored.application_id == app.pk
+
+    # with a save receiver connected, the row goes through save() and the receiver runs
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.pk, created))
+
+    signals.post_save.connect(receiver, sender=AccessToken)
+    try:
+        other = AccessToken(application=app, scope="settlement:read", expires=expires)
+        set_token_value(other, secrets.token_urlsafe(32))
+        token_row_insert(instance=other)
+    finally:
+        signals.post_save.disconnect(receiver, sender=AccessToken)
+    assert seen == [(other.pk, True)]
+
+
+def test_the_live_refresh_token_lookup_leaves_it_as_select_related_would(
+    chain, django_assert_num_queries
+):
+    from partners.models import AuthorizationCode
+    from partners.oauth.selectors import refresh_token_live
+
+    app, _secret, user, raw = chain
+    stored = RefreshToken.objects.get(token_checksum=token_checksum(raw))
+    RefreshToken.objects.filter(pk=stored.pk).update(resource=["https://api.example"])
+    AuthorizationCode.objects.create(
+        code_checksum="c" * 64,
+        application=app,
+        user=user,
+        auth_time=1_700_000_000,
+        token_family=stored.token_family,
+    )
+    with django_assert_num_queries(1):
+        live = refresh_token_live(checksum=token_checksum(raw))
+        assert live.pk == stored.pk and live.token_family == stored.token_family
+        assert live.resource == ["https://api.example"] and live.revoked is None
+        assert live.user == user and live.user.public_id == user.public_id
+        assert live.access_token.pk == stored.access_token_id
+        assert live.access_token.scope == "openid profile"
+        assert live.tokenpass_auth_time == 1_700_000_000
+    # a token without its access token, one without a code, and revoked or unknown ones
+    RefreshToken.objects.filter(pk=stored.pk).update(access_token=None)
+    AuthorizationCode.objects.filter(token_family=stored.token_family).delete()
+    orphan = refresh_token_live(checksum=token_checksum(raw))
+    assert orphan.access_token is None and orphan.tokenpass_auth_time is None
+    RefreshToken.objects.filter(pk=stored.pk).update(revoked=timezone.now())
+    assert refresh_token_live(checksum=token_checksum(raw)) is None
+    assert refresh_token_live(checksum=token_checksum("unknown")) is None

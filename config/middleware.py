@@ -1,0 +1,69 @@
+"""A shorter middleware stack for the machine-to-machine endpoints.
+
+Partner servers call the token, introspection and revocation endpoints and the JSON APIs
+with client credentials or bearer tokens, never with a browser session. The browser
+middleware (sessions, CSRF, authentication from the session, session mirroring, OTP,
+messages, axes, static files) has nothing to do there, yet on a token grant it cost about a
+third of a millisecond of CPU. The router sits first in ``MIDDLEWARE`` and hands requests
+whose path starts with one of ``API_PATH_PREFIXES`` to a chain built from ``API_MIDDLEWARE``;
+everything else goes down the full stack.
+
+It is a middleware rather than a second WSGI application so that every entry point (gunicorn,
+ASGI, runserver, the test client and live server) dispatches the same way, and the tests
+exercise exactly what production runs.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+
+GetResponse = Callable[[HttpRequest], HttpResponse]
+
+
+class _ApiHandler(BaseHandler):
+    """URL resolution and view calling exactly as Django's handler does them, behind
+    ``API_MIDDLEWARE`` instead of ``MIDDLEWARE`` (synchronous, as our views are)."""
+
+    def __init__(self, middleware: list[str]) -> None:
+        super().__init__()
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        handler: Any = convert_exception_to_response(self._get_response)  # type: ignore[attr-defined]
+        for path in reversed(middleware):
+            try:
+                instance = import_string(path)(handler)
+            except MiddlewareNotUsed:
+                continue
+            if hasattr(instance, "process_view"):
+                self._view_middleware.insert(0, instance.process_view)
+            if hasattr(instance, "process_template_response"):
+                self._template_response_middleware.append(instance.process_template_response)
+            if hasattr(instance, "process_exception"):
+                self._exception_middleware.append(instance.process_exception)
+            handler = convert_exception_to_response(instance)
+        self._middleware_chain = handler
+
+
+class ApiRouterMiddleware:
+    """Sends machine-to-machine requests down the short ``API_MIDDLEWARE`` chain."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.prefixes = tuple(settings.API_PATH_PREFIXES)
+        self.api_chain = _ApiHandler(list(settings.API_MIDDLEWARE))._middleware_chain
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(self.prefixes):
+            response: HttpResponse = self.api_chain(request)
+            return response
+        return self.get_response(request)
