@@ -38,6 +38,8 @@ class LedgerAccount(models.Model):
         TOPUP_CLEARING = "topup_clearing", _("top-up clearing")
         PLAN_ALLOTMENTS = "plan_allotments", _("plan allotments")
         STAFF_COMPENSATION = "staff_compensation", _("staff compensation")
+        # Where settlement payouts go: the money has left the platform (partners.settlement).
+        PARTNER_PAYOUTS = "partner_payouts", _("partner payouts")
 
     USER_KINDS = (Kind.WALLET, Kind.HOLDS)
     SYSTEM_KINDS = (
@@ -153,6 +155,9 @@ class LedgerTransaction(models.Model):
         PLAN_GRANT = "plan_grant", _("plan allotment")
         STAFF_CREDIT = "staff_credit", _("staff credit")
         EXPIRY = "expiry", _("expiry")
+        # Postings of the settlement workflow (partners.settlement), never earnings.
+        SETTLEMENT_PAYOUT = "settlement_payout", _("settlement payout")
+        SETTLEMENT_ADJUSTMENT = "settlement_adjustment", _("settlement adjustment")
 
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
     # A unique, human-readable reference that makes system postings idempotent

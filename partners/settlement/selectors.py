@@ -10,11 +10,14 @@ from django.db.models import Sum
 
 from partners.settlement.models import Statement, StatementLine
 from partners.settlement.periods import Period, period_parse
-from wallet.models import LedgerAccount
+from wallet.models import LedgerAccount, LedgerTransaction
 
 # The ledger transaction kinds of the workflow's own postings (payout, adjustment): never
 # earnings of a period.
-SETTLEMENT_TX_KINDS = ("settlement_payout", "settlement_adjustment")
+SETTLEMENT_TX_KINDS = (
+    LedgerTransaction.Kind.SETTLEMENT_PAYOUT,
+    LedgerTransaction.Kind.SETTLEMENT_ADJUSTMENT,
+)
 
 
 @dataclass(frozen=True)

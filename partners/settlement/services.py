@@ -34,7 +34,7 @@ from wallet.models import LedgerAccount
 CLOSE_LOCK_NAMESPACE = 0x7A6E0003
 PAYOUT_TX_KIND, ADJUSTMENT_TX_KIND = selectors.SETTLEMENT_TX_KINDS
 # A platform account (no owner) that receives every payout: the money has left the platform.
-PAYOUTS_ACCOUNT_KIND = "partner_payouts"
+PAYOUTS_ACCOUNT_KIND = LedgerAccount.Kind.PARTNER_PAYOUTS
 
 
 class PeriodNotOver(Exception):
