@@ -217,6 +217,9 @@ class AuthorizationCode(models.Model):
     auth_time = models.BigIntegerField(help_text=_("When the person signed in (Unix time)."))
     # The OpenID session id of that sign-in, for the ID tokens' and logout tokens' `sid`.
     sid = models.CharField(max_length=64, blank=True)
+    # RFC 9396: the authorization details the person granted, when the client asked for some;
+    # the token responses of the code and of its refresh tokens carry them.
+    authorization_details = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     redeemed_at = models.DateTimeField(null=True, blank=True)
     access_token_checksum = models.CharField(max_length=64, blank=True)

@@ -1,6 +1,7 @@
 """Reads for the OAuth side: the client at the token endpoint, consents and connected apps."""
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,6 +130,9 @@ def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
         f"ORDER BY c.{quote(code.pk.column)} LIMIT 1), "
         f"(SELECT c.{column(code, 'sid')} FROM {quote(code.db_table)} c "
         f"WHERE c.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')} "
+        f"ORDER BY c.{quote(code.pk.column)} LIMIT 1), "
+        f"(SELECT c.{column(code, 'authorization_details')}::text FROM {quote(code.db_table)} c "
+        f"WHERE c.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')} "
         f"ORDER BY c.{quote(code.pk.column)} LIMIT 1) "
         f"FROM {quote(refresh.db_table)} rt "
         f"LEFT JOIN {quote(access.db_table)} acc "
@@ -144,8 +148,9 @@ def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
 def refresh_token_live(*, checksum: str) -> Any:
     """The unrevoked refresh token with this checksum, or None, in one query: with its access
     token and its person loaded as select_related would leave them, and as
-    ``tokenpass_auth_time`` and ``tokenpass_sid`` the sign-in time and session id of the
-    authorization code its family came from (None if there is none). The statement is written once per process; the ORM's
+    ``tokenpass_auth_time``, ``tokenpass_sid`` and ``tokenpass_authorization_details`` the
+    sign-in time, session id and granted authorization details of the authorization code its
+    family came from (None if there is none). The statement is written once per process; the ORM's
     select_related query compiled three tables' columns on every refresh."""
     sql, parts = _live_refresh_token_sql()
     with connection.cursor() as cursor:
@@ -153,11 +158,12 @@ def refresh_token_live(*, checksum: str) -> Any:
         row = cursor.fetchone()
     if row is None:
         return None
-    token, access_token, user = _instances(row[:-2], parts)
+    token, access_token, user = _instances(row[:-3], parts)
     refresh_model = type(token)
     refresh_model._meta.get_field("access_token").set_cached_value(token, access_token)
     refresh_model._meta.get_field("user").set_cached_value(token, user)
-    token.tokenpass_auth_time, token.tokenpass_sid = row[-2], row[-1]
+    token.tokenpass_auth_time, token.tokenpass_sid, details = row[-3:]
+    token.tokenpass_authorization_details = json.loads(details) if details else None
     return token
 
 

@@ -65,6 +65,13 @@ def token_row_insert(*, instance: Model) -> None:
     instance._state.db = using
 
 
+def authorization_code_details_set(*, code: str, details: list[dict]) -> None:
+    """Remember the authorization details (RFC 9396) granted with this authorization code."""
+    AuthorizationCode.objects.filter(code_checksum=token_checksum(code)).update(
+        authorization_details=details
+    )
+
+
 def consent_record(
     *, user: User, application: Application, scopes: list[str], request: HttpRequest | None
 ) -> Consent:

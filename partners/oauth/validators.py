@@ -315,8 +315,17 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             pending_id_token = getattr(request, "_tokenpass_pending_id_token", None)
             if pending_id_token is not None and token.get("id_token"):
                 token_row_insert(instance=pending_id_token)
+            presented = getattr(request, "refresh_token_instance", None)
             if not self._refresh_token_rotate(token, request):
                 self._save_bearer_token(token, request, *args, **kwargs)
+            # RFC 9396 §7: the token response carries the authorization details granted.
+            details = (
+                record.authorization_details
+                if record is not None
+                else getattr(presented, "tokenpass_authorization_details", None)
+            )
+            if details:
+                token["authorization_details"] = details
             if record is not None:
                 record.access_token_checksum = token_checksum(token["access_token"])
                 if token.get("refresh_token"):

@@ -49,9 +49,15 @@ from partners.oauth.selectors import (
     consent_covers,
     scope_descriptions,
 )
-from partners.oauth.services import consent_record, consent_revoke, token_checksum
+from partners.oauth.services import (
+    authorization_code_details_set,
+    consent_record,
+    consent_revoke,
+    token_checksum,
+)
 from partners.oauth.tokens import issuer
 from wallet.forms import (
+    AUTHORIZATION_DETAILS_TYPE,
     WALLET_SCOPE,
     AllowanceForm,
     AuthorizationDetailsError,
@@ -211,12 +217,25 @@ class AuthorizationView(dot_views.AuthorizationView):
         return redirect_to_login(next_url, self.get_login_url(), self.get_redirect_field_name())
 
     def _issue_code(
-        self, *, scopes: list[str], credentials: dict, application: Any
+        self,
+        *,
+        scopes: list[str],
+        credentials: dict,
+        application: Any,
+        monthly_allowance: int | None = None,
     ) -> HttpResponse:
+        """A code without a page; `monthly_allowance`: the limit in force, when the client
+        asked for it as authorization details (the token response then carries it)."""
         try:
-            uri, _headers, _body, _status = self.create_authorization_response(
-                request=self.request, scopes=" ".join(scopes), credentials=credentials, allow=True
-            )
+            with transaction.atomic():
+                uri, _headers, _body, _status = self.create_authorization_response(
+                    request=self.request,
+                    scopes=" ".join(scopes),
+                    credentials=credentials,
+                    allow=True,
+                )
+                if monthly_allowance is not None:
+                    _code_details_record(uri, monthly_allowance)
         except OAuthToolkitError as error:
             return self.error_response(error, application)
         return self.redirect(uri, application)
@@ -318,7 +337,12 @@ class AuthorizationView(dot_views.AuthorizationView):
         if "ui_locales" in credentials and isinstance(credentials["ui_locales"], list):
             credentials["ui_locales"] = " ".join(credentials["ui_locales"])
         if "none" in prompt or ("consent" not in prompt and consented):
-            return self._issue_code(scopes=scopes, credentials=credentials, application=application)
+            return self._issue_code(
+                scopes=scopes,
+                credentials=credentials,
+                application=application,
+                monthly_allowance=current_allowance if requested_allowance is not None else None,
+            )
 
         self.oauth2_data = {
             "application": application,
@@ -344,6 +368,7 @@ class AuthorizationView(dot_views.AuthorizationView):
                 partner=application.partner,
                 scope_items=scope_descriptions(scopes),
                 allowance_form=allowance_form,
+                details_requested=requested_allowance is not None and allowance_form is not None,
             )
         )
 
@@ -394,7 +419,20 @@ class AuthorizationView(dot_views.AuthorizationView):
                         app=application,
                         monthly_limit=monthly_allowance,
                     )
+                    if request.POST.get("authorization_details_requested"):
+                        _code_details_record(location, monthly_allowance)
         return response
+
+
+def _code_details_record(redirect_uri: str, monthly_allowance: int) -> None:
+    """RFC 9396: the code in this redirect was granted the wallet allowance the client asked
+    for as authorization details, with the limit the person chose."""
+    code = parse_qs(urlsplit(redirect_uri).query).get("code", [""])[0]
+    if code:
+        authorization_code_details_set(
+            code=code,
+            details=[{"type": AUTHORIZATION_DETAILS_TYPE, "monthly_limit": monthly_allowance}],
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -111,6 +111,50 @@ def test_authorization_details_prefill_and_the_person_decides(user, make_app):  
     assert SpendingAllowance.objects.get(user=user, app=app).monthly_limit == 1234
 
 
+def exchange(app, secret, code, verifier):
+    basic = base64.b64encode(f"{app.client_id}:{secret}".encode()).decode()
+    token = Client().post(
+        "/o/token/",
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    )
+    assert token.status_code == 200, token.content
+    return token.json()
+
+
+def test_the_token_response_carries_the_granted_authorization_details(user, make_app):  # noqa: F811
+    # RFC 9396 §7: what the person granted, not what the client asked for.
+    app, secret = make_app("Chat")
+    client = signed_in(user)
+    details = json.dumps([{"type": "tokenpass_wallet", "monthly_limit": 50000}])
+    page, verifier = authorize(client, app, authorization_details=details)
+    code = returned(approve(client, page, monthly_allowance="1234"))["code"]
+    granted = [{"type": "tokenpass_wallet", "monthly_limit": 1234}]
+    tokens = exchange(app, secret, code, verifier)
+    assert tokens["authorization_details"] == granted
+    basic = base64.b64encode(f"{app.client_id}:{secret}".encode()).decode()
+    refreshed = Client().post(
+        "/o/token/",
+        {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        HTTP_AUTHORIZATION=f"Basic {basic}",
+    )
+    assert refreshed.status_code == 200, refreshed.content
+    assert refreshed.json()["authorization_details"] == granted
+    # Asked again with the same details, consent covers it: the code comes at once, and its
+    # tokens carry the limit in force.
+    again, verifier = authorize(client, app, authorization_details=json.dumps(granted))
+    silent = exchange(app, secret, returned(again)["code"], verifier)
+    assert silent["authorization_details"] == granted
+    # A client that did not ask gets none.
+    plain, verifier = authorize(client, app)
+    assert "authorization_details" not in exchange(app, secret, returned(plain)["code"], verifier)
+
+
 @pytest.mark.parametrize(
     "details",
     [
