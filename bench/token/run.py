@@ -397,6 +397,8 @@ def start_tokenpass(
     server = subprocess.Popen(
         [
             str(Path(python).with_name("gunicorn")),
+            "--config",
+            "config/gunicorn.py",
             "config.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
@@ -524,7 +526,7 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
     # Anything else running on the machine lowers every figure; say how busy it was.
     print(f"load average (1 min) before {args.load_before:.2f}, after {os.getloadavg()[0]:.2f}")
     print(
-        f"gunicorn workers {args.workers}; node workers {args.node_workers}; "
+        f"gunicorn workers {args.workers} (config/gunicorn.py); node workers {args.node_workers}; "
         f"oidc-provider access tokens: {args.node_token_format}"
     )
     header = f"{'':34}" + "".join(f"{n:>16}" for n in names)

@@ -443,6 +443,8 @@ def http_main(args: argparse.Namespace) -> None:
     server = subprocess.Popen(
         [
             str(Path(python).with_name("gunicorn")),
+            "--config",
+            "config/gunicorn.py",
             "config.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
@@ -490,7 +492,8 @@ def http_main(args: argparse.Namespace) -> None:
     )
     load = os.getloadavg()
     print(
-        f"\ngunicorn {args.workers} sync workers, {clients} clients, {args.seconds:g} s per phase,"
+        f"\ngunicorn {args.workers} workers (config/gunicorn.py), {clients} clients,"
+        f" {args.seconds:g} s per phase,"
         f" {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(f"{'':34} {'API':>12} {'floor (SQL)':>12} {'API/floor':>10}  failed")
