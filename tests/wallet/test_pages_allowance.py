@@ -223,19 +223,8 @@ def test_saved_allowance_refuses_a_charge_beyond_it_over_the_api(user, make_app,
     client = signed_in(user)
     page, verifier = authorize(client, app)
     code = returned(approve(client, page, monthly_allowance="500"))["code"]
-    basic = base64.b64encode(f"{app.client_id}:{secret}".encode()).decode()
-    token = Client().post(
-        "/o/token/",
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT,
-            "code_verifier": verifier,
-        },
-        HTTP_AUTHORIZATION=f"Basic {basic}",
-    )
-    assert token.status_code == 200, token.content
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {token.json()['access_token']}")
+    token = exchange(app, secret, code, verifier)
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token['access_token']}")
 
     def charge_api(tokens: int, key: str):
         return api.post(

@@ -10,19 +10,18 @@ serializers, which give every error body; tests hold both paths to the same answ
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
 from wallet.api import serializers as s
+from wallet.api.serializers import ChargeRepresenter
 from wallet.api.views import ERRORS, IDEMPOTENCY_HEADER, WalletApiView, error_body
 from wallet.batch import BatchCharge, usage_batch_charge
 
@@ -87,47 +86,6 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-class ChargeRepresenter:
-    """What ChargeSerializer gives for the batch's charges, built directly (a test holds the
-    two equal): one price version and one timestamp per distinct value, shared between the
-    charges that have them."""
-
-    def __init__(self) -> None:
-        self.created = serializers.DateTimeField()
-        self.versions: dict[int, dict[str, Any]] = {}
-        self.times: dict[datetime, Any] = {}
-
-    def __call__(self, charge: BatchCharge) -> dict[str, Any]:
-        price = charge.price
-        version = self.versions.get(price.pk)
-        if version is None:
-            version = self.versions[price.pk] = {
-                "id": price.pk,
-                "effective_from": price.effective_from.isoformat(),
-                "input_per_million": price.input_per_million,
-                "cached_input_per_million": price.cached_input_per_million,
-                "output_per_million": price.output_per_million,
-            }
-        created = self.times.get(charge.created_at)
-        if created is None:
-            created = self.times[charge.created_at] = self.created.to_representation(
-                charge.created_at
-            )
-        return {
-            "id": charge.id,
-            "hold": charge.hold_id,
-            "model": price.model.name,
-            "price_version": version,
-            "input_tokens": charge.input_tokens,
-            "cached_input_tokens": charge.cached_input_tokens,
-            "output_tokens": charge.output_tokens,
-            "cost": charge.cost,
-            "amount": charge.amount,
-            "refunded_amount": charge.refunded_amount,
-            "created_at": created,
-        }
 
 
 class UsageBatchView(WalletApiView):
