@@ -59,6 +59,7 @@ from wallet.services import (
     allowance_limit,
     allowance_used,
     idempotency_key_validate,
+    wallet_charge,
 )
 
 # The statements below name the tables they write.
@@ -254,7 +255,6 @@ def _platform_posting(*, wallet_id: int, revenue_id: int, cost: int) -> _Posting
     )
 
 
-@transaction.atomic(durable=True)
 def usage_batch_charge(
     *, user: User, app: Application, records: list[tuple[str, dict[str, Any]]]
 ) -> list[BatchCharge | WalletError]:
@@ -262,6 +262,15 @@ def usage_batch_charge(
     ``records`` are (idempotency key, {model, input_tokens, cached_input_tokens,
     output_tokens}); the result has one outcome per record, in order: a BatchCharge (new or
     replayed) or the WalletError ``wallet_charge`` would raise for it."""
+    if connection.vendor != "postgresql":
+        return _usage_batch_charge_one_by_one(user=user, app=app, records=records)
+    return _usage_batch_charge_set_based(user=user, app=app, records=records)
+
+
+@transaction.atomic(durable=True)
+def _usage_batch_charge_set_based(
+    *, user: User, app: Application, records: list[tuple[str, dict[str, Any]]]
+) -> list[BatchCharge | WalletError]:
     outcomes: list[BatchCharge | WalletError | None] = [None] * len(records)
     valid: dict[int, _Record] = {}
     first_of: dict[str, int] = {}
@@ -338,6 +347,31 @@ def usage_batch_charge(
             outcomes[index] = outcomes[first]
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _usage_batch_charge_one_by_one(
+    *, user: User, app: Application, records: list[tuple[str, dict[str, Any]]]
+) -> list[BatchCharge | WalletError]:
+    """The batch for the local demo's SQLite, which has no arrays to write rows from: each
+    record charged on its own by ``wallet_charge``, whose outcomes the set-based batch
+    reproduces."""
+    outcomes: list[BatchCharge | WalletError] = []
+    for key, data in records:
+        try:
+            charge = wallet_charge(
+                user=user,
+                app=app,
+                model=data.get("model"),  # type: ignore[arg-type]  # checked by wallet_charge
+                input_tokens=data.get("input_tokens", 0),
+                cached_input_tokens=data.get("cached_input_tokens", 0),
+                output_tokens=data.get("output_tokens", 0),
+                idempotency_key=key,
+            )
+        except WalletError as error:
+            outcomes.append(error)
+        else:
+            outcomes.append(_batch_charge_of(charge))
+    return outcomes
 
 
 def _charge_claimed(

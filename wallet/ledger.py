@@ -144,6 +144,14 @@ def ledger_post(
     assert LedgerTransaction._meta.db_table == "wallet_ledgertransaction"
     assert LedgerEntry._meta.db_table == "wallet_ledgerentry"
     assert BalanceDelta._meta.db_table == "wallet_balancedelta"
+    if connection.vendor != "postgresql":
+        # The local demo's SQLite: the same rows, written by the ORM.
+        ledger_tx.save()
+        LedgerEntry.objects.bulk_create(
+            [LedgerEntry(transaction=ledger_tx, account_id=pk, amount=a) for pk, a in ordered]
+        )
+        _balances_move(net=dict(ordered), user_pks=user_pks)
+        return ledger_tx
     # One round trip: the transaction, its entries, the shared accounts' deltas and the user
     # accounts' balances (the CHECK constraint refuses a negative one, failing the statement).
     with connection.cursor() as cursor:
@@ -219,6 +227,8 @@ def balance_deltas_fold(*, limit: int = 10_000) -> int | None:
     key-share locks that concurrent postings' foreign keys take on them: postings never wait
     for a fold."""
     assert BalanceDelta._meta.db_table == "wallet_balancedelta"
+    if connection.vendor != "postgresql":
+        return _balance_deltas_fold_portable(limit=limit)
     with transaction.atomic(durable=True), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", FOLD_LOCK)
         if not cursor.fetchone()[0]:
@@ -238,3 +248,19 @@ def balance_deltas_fold(*, limit: int = 10_000) -> int | None:
             [limit],
         )
         return sum(int(n) for (n,) in cursor.fetchall())
+
+
+def _balance_deltas_fold_portable(*, limit: int) -> int:
+    """The fold for the local demo's SQLite, which has one writer at a time and neither
+    advisory locks nor data-modifying CTEs: the same effect through the ORM."""
+    with transaction.atomic(durable=True):
+        deltas = list(
+            BalanceDelta.objects.order_by("pk").values_list("pk", "account_id", "amount")[:limit]
+        )
+        sums: dict[int, int] = defaultdict(int)
+        for _pk, account_id, amount in deltas:
+            sums[account_id] += amount
+        for account_id, amount in sorted(sums.items()):
+            LedgerAccount.objects.filter(pk=account_id).update(balance=F("balance") + amount)
+        BalanceDelta.objects.filter(pk__in=[pk for pk, _account, _amount in deltas]).delete()
+    return len(deltas)

@@ -137,6 +137,10 @@ def _idempotency_claim(
     digest = request_hash(operation=operation, request=request)
     now = timezone.now()
     assert IdempotencyKey._meta.db_table == "wallet_idempotencykey"
+    if connection.vendor != "postgresql":
+        return _idempotency_claim_portable(
+            app=app, key=key, operation=operation, digest=digest, reserve=reserve, now=now
+        )
     params: list[Any] = [app.pk if app is not None else None, key, operation, digest]
     if reserve is not None:
         params += [reserve._meta.model_name or "", reserve._meta.db_table]
@@ -163,6 +167,44 @@ def _idempotency_claim(
     if record.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": key})
     return record, True
+
+
+def _idempotency_claim_portable(
+    *,
+    app: Application | None,
+    key: str,
+    operation: str,
+    digest: str,
+    reserve: type[models.Model] | None,
+    now: datetime,
+) -> tuple[IdempotencyKey, bool]:
+    """``_idempotency_claim`` for the local demo's SQLite (no ON CONFLICT ... RETURNING, no
+    sequences to reserve from). SQLite has one writer at a time, and this transaction holds
+    the write lock from the key's INSERT on, so the next primary key cannot be taken by
+    another request before the service inserts its row."""
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(
+                app=app,
+                key=key,
+                operation=operation,
+                request_hash=digest,
+                result={},
+                created_at=now,
+            )
+    except IntegrityError:
+        existing = IdempotencyKey.objects.filter(key=key).filter(
+            Q(app=app) if app is not None else Q(app__isnull=True)
+        )
+        record = existing.get()
+        if record.request_hash != digest:
+            raise IdempotencyConflict(details={"idempotency_key": key}) from None
+        return record, True
+    if reserve is not None:
+        last = reserve._default_manager.order_by("-pk").values_list("pk", flat=True).first()
+        record.result = {reserve._meta.model_name or "": (last or 0) + 1}
+        record.save(update_fields=["result"])
+    return record, False
 
 
 def _idempotency_done(record: IdempotencyKey, **result: int) -> None:

@@ -1,0 +1,87 @@
+"""Run by tests/test_quickstart.py inside `manage.py shell` with config.settings.local on a
+fresh SQLite database after `migrate` and `seed_demo`: what a person trying the demo does
+with the wallet API, through HTTP."""
+
+import base64
+from datetime import timedelta
+
+from django.test import Client
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from accounts.models import User
+from partners.management.commands.seed_demo import DEMO_CLIENT_ID, DEMO_PHONE
+from partners.models import Application, ApplicationReview
+from wallet.audit import wallet_audit_run
+from wallet.ledger import balance_deltas_fold
+from wallet.models import PriceModel
+
+demo = User.objects.get(phone=DEMO_PHONE)
+app = Application.objects.get(client_id=DEMO_CLIENT_ID)
+AccessToken.objects.create(
+    user=demo,
+    application=app,
+    token="demo-smoke-token",
+    scope="wallet:charge",
+    expires=timezone.now() + timedelta(hours=1),
+)
+api = Client(HTTP_HOST="127.0.0.1", HTTP_AUTHORIZATION="Bearer demo-smoke-token")
+model = api.get("/api/wallet/balance/")
+assert model.status_code == 200, model.content
+before = model.json()["balance"]
+
+name = PriceModel.objects.order_by("pk").values_list("name", flat=True).first()
+charge = api.post(
+    "/api/wallet/charges/",
+    {"model": name, "input_tokens": 1000, "output_tokens": 200},
+    content_type="application/json",
+    HTTP_IDEMPOTENCY_KEY="smoke-1",
+)
+assert charge.status_code == 201, charge.content
+replay = api.post(
+    "/api/wallet/charges/",
+    {"model": name, "input_tokens": 1000, "output_tokens": 200},
+    content_type="application/json",
+    HTTP_IDEMPOTENCY_KEY="smoke-1",
+)
+assert replay.json() == charge.json()
+batch = api.post(
+    "/api/wallet/usage/batch/",
+    {
+        "records": [
+            {"idempotency_key": f"r-{n}", "model": name, "input_tokens": 10} for n in range(5)
+        ]
+    },
+    content_type="application/json",
+    HTTP_IDEMPOTENCY_KEY="smoke-batch",
+)
+assert batch.status_code == 200, batch.content
+assert all("charge" in result for result in batch.json()["results"]), batch.content
+after = api.get("/api/wallet/balance/").json()["balance"]
+spent = charge.json()["amount"] + sum(r["charge"]["amount"] for r in batch.json()["results"])
+assert after == before - spent, (before, after, spent)
+balance_deltas_fold()
+assert wallet_audit_run().ok
+assert Client(HTTP_HOST="127.0.0.1").get("/login/").status_code == 200
+
+# The token endpoint's own statements (client and refresh token lookups) on SQLite.
+server = Application.objects.create(
+    name="Demo server",
+    partner=app.partner,
+    client_type=Application.CLIENT_CONFIDENTIAL,
+    authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+    allowed_grant_types="client-credentials refresh_token",
+    allowed_scopes="wallet:charge",
+    client_secret="demo-server-secret-0123456789-abcdefghij",
+)
+ApplicationReview.objects.update_or_create(
+    application=server, defaults={"status": ApplicationReview.Status.APPROVED}
+)
+oauth = Client(HTTP_HOST="127.0.0.1")
+basic = base64.b64encode(f"{server.client_id}:demo-server-secret-0123456789-abcdefghij".encode())
+auth = {"HTTP_AUTHORIZATION": "Basic " + basic.decode()}
+granted = oauth.post("/o/token/", {"grant_type": "client_credentials"}, **auth)
+assert granted.status_code == 200, granted.content
+refused = oauth.post("/o/token/", {"grant_type": "refresh_token", "refresh_token": "nope"}, **auth)
+assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.content
+print("quickstart demo ok")
