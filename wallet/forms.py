@@ -7,6 +7,8 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from partners.oauth.spending import AuthorizationDetailsRefused
+
 
 class RedeemForm(forms.Form):
     code = forms.CharField(
@@ -149,7 +151,7 @@ class AllowanceForm(forms.Form):
     )
 
 
-class AuthorizationDetailsError(ValueError):
+class AuthorizationDetailsError(AuthorizationDetailsRefused):
     """The request's ``authorization_details`` cannot be honoured (RFC 9396 §5:
     invalid_authorization_details)."""
 

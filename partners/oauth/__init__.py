@@ -10,6 +10,8 @@ Map of the package:
 - ``backends``: hands the signed-in session to the validator;
 - ``hashers``: the keyed HMAC hasher for client secrets;
 - ``device``: device grant codes kept as digests (SHA-256 device code, keyed user code);
+- ``spending``: the monthly limit the consent page asks for, registered by the wallet (which
+  sits above partners in the import order);
 - ``views`` / ``urls``: the endpoints under /o/, discovery and JWKS at the root, /device and
   /account/apps/;
 - ``services`` / ``selectors``: consents, revocation, client secret rotation;

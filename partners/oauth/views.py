@@ -55,16 +55,8 @@ from partners.oauth.services import (
     consent_revoke,
     token_checksum,
 )
+from partners.oauth.spending import AuthorizationDetailsRefused, spending_limits
 from partners.oauth.tokens import issuer
-from wallet.forms import (
-    AUTHORIZATION_DETAILS_TYPE,
-    WALLET_SCOPE,
-    AllowanceForm,
-    AuthorizationDetailsError,
-    authorization_details_allowance,
-)
-from wallet.selectors import allowance_get
-from wallet.services import allowance_set
 
 # Longest value accepted per parameter; anything else is capped at DEFAULT_PARAM_LIMIT.
 PARAM_LIMITS = {
@@ -263,11 +255,15 @@ class AuthorizationView(dot_views.AuthorizationView):
                 description="PKCE with code_challenge_method=S256 is required.",
             )
         # The wallet's spending allowance, if the client asks for one (RFC 9396).
+        limits = spending_limits()
         try:
-            requested_allowance = authorization_details_allowance(
-                request.GET.get("authorization_details"), scopes=scopes
+            raw_details = request.GET.get("authorization_details")
+            if limits is None and raw_details:
+                raise AuthorizationDetailsRefused("No authorization_details type is supported.")
+            requested_allowance = (
+                limits.requested(raw_details, scopes=scopes) if limits is not None else None
             )
-        except AuthorizationDetailsError as error:
+        except AuthorizationDetailsRefused as error:
             return self._error_redirect(
                 credentials=credentials,
                 application=application,
@@ -306,8 +302,8 @@ class AuthorizationView(dot_views.AuthorizationView):
             scopes=scopes,
         )
         current_allowance = (
-            allowance_get(user=request.user, app=application).monthly_limit  # type: ignore[arg-type]
-            if WALLET_SCOPE in scopes
+            limits.current(user=request.user, app=application).monthly_limit  # type: ignore[arg-type]
+            if limits is not None and limits.scope in scopes
             else None
         )
         if requested_allowance is not None and requested_allowance != current_allowance:
@@ -358,9 +354,9 @@ class AuthorizationView(dot_views.AuthorizationView):
         }
         form = self.get_form(self.get_form_class())
         allowance_form = None
-        if current_allowance is not None:
+        if limits is not None and current_allowance is not None:
             initial = current_allowance if requested_allowance is None else requested_allowance
-            allowance_form = AllowanceForm(initial={"monthly_allowance": initial})
+            allowance_form = limits.form(initial=initial)
         return self.render_to_response(
             self.get_context_data(
                 form=form,
@@ -386,8 +382,9 @@ class AuthorizationView(dot_views.AuthorizationView):
             )
         scopes = (form.cleaned_data.get("scope") or "").split()
         monthly_allowance: int | None = None
-        if form.cleaned_data.get("allow") and WALLET_SCOPE in scopes:
-            allowance_form = AllowanceForm(request.POST)
+        limits = spending_limits()
+        if form.cleaned_data.get("allow") and limits is not None and limits.scope in scopes:
+            allowance_form = limits.form(request.POST)
             if not allowance_form.is_valid():
                 # Nothing is issued or remembered until the limit is a valid amount.
                 return self.render_to_response(
@@ -413,8 +410,8 @@ class AuthorizationView(dot_views.AuthorizationView):
                     scopes=scopes,
                     request=request,
                 )
-                if monthly_allowance is not None:
-                    allowance_set(
+                if limits is not None and monthly_allowance is not None:
+                    limits.save(
                         user=request.user,  # type: ignore[arg-type]
                         app=application,
                         monthly_limit=monthly_allowance,
@@ -428,10 +425,11 @@ def _code_details_record(redirect_uri: str, monthly_allowance: int) -> None:
     """RFC 9396: the code in this redirect was granted the wallet allowance the client asked
     for as authorization details, with the limit the person chose."""
     code = parse_qs(urlsplit(redirect_uri).query).get("code", [""])[0]
-    if code:
+    limits = spending_limits()
+    if code and limits is not None:
         authorization_code_details_set(
             code=code,
-            details=[{"type": AUTHORIZATION_DETAILS_TYPE, "monthly_limit": monthly_allowance}],
+            details=[{"type": limits.details_type, "monthly_limit": monthly_allowance}],
         )
 
 
@@ -894,11 +892,13 @@ class RPInitiatedLogoutView(dot_views.RPInitiatedLogoutView):
 def connected_apps(request: HttpRequest) -> HttpResponse:
     apps = connected_apps_for_user(user=request.user)  # type: ignore[arg-type]
     # Apps allowed to charge the wallet show their monthly limit and this month's spend.
+    limits = spending_limits()
     rows = [
         (
             item,
-            allowance_get(user=request.user, app=item.application)  # type: ignore[arg-type]
-            if any(scope == WALLET_SCOPE for scope, _description in item.scopes)
+            limits.current(user=request.user, app=item.application)  # type: ignore[arg-type]
+            if limits is not None
+            and any(scope == limits.scope for scope, _description in item.scopes)
             else None,
         )
         for item in apps
