@@ -357,16 +357,36 @@ class AuthorizationView(dot_views.AuthorizationView):
         if limits is not None and current_allowance is not None:
             initial = current_allowance if requested_allowance is None else requested_allowance
             allowance_form = limits.form(initial=initial)
-        return self.render_to_response(
+        return self._consent_page(
+            form=form,
+            application=application,
+            scopes=scopes,
+            allowance_form=allowance_form,
+            details_requested=requested_allowance is not None and allowance_form is not None,
+        )
+
+    def _consent_page(
+        self,
+        *,
+        form: Any,
+        application: Application,
+        scopes: list[str],
+        allowance_form: Any,
+        details_requested: bool,
+        status: int = 200,
+    ) -> HttpResponse:
+        response: HttpResponse = self.render_to_response(
             self.get_context_data(
                 form=form,
                 application=application,
                 partner=application.partner,
                 scope_items=scope_descriptions(scopes),
                 allowance_form=allowance_form,
-                details_requested=requested_allowance is not None and allowance_form is not None,
-            )
+                details_requested=details_requested,
+            ),
+            status=status,
         )
+        return response
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         form = self.get_form()
@@ -387,14 +407,12 @@ class AuthorizationView(dot_views.AuthorizationView):
             allowance_form = limits.form(request.POST)
             if not allowance_form.is_valid():
                 # Nothing is issued or remembered until the limit is a valid amount.
-                return self.render_to_response(
-                    self.get_context_data(
-                        form=form,
-                        application=application,
-                        partner=application.partner,
-                        scope_items=scope_descriptions(scopes),
-                        allowance_form=allowance_form,
-                    ),
+                return self._consent_page(
+                    form=form,
+                    application=application,
+                    scopes=scopes,
+                    allowance_form=allowance_form,
+                    details_requested=bool(request.POST.get("authorization_details_requested")),
                     status=400,
                 )
             monthly_allowance = allowance_form.cleaned_data["monthly_allowance"]

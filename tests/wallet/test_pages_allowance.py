@@ -155,6 +155,18 @@ def test_the_token_response_carries_the_granted_authorization_details(user, make
     assert "authorization_details" not in exchange(app, secret, returned(plain)["code"], verifier)
 
 
+def test_a_corrected_limit_still_carries_the_details_to_the_token(user, make_app):  # noqa: F811
+    app, secret = make_app("Chat")
+    client = signed_in(user)
+    details = json.dumps([{"type": "tokenpass_wallet", "monthly_limit": 50000}])
+    page, verifier = authorize(client, app, authorization_details=details)
+    refused = approve(client, page, monthly_allowance="-5")
+    assert refused.status_code == 400
+    code = returned(approve(client, refused, monthly_allowance="700"))["code"]
+    tokens = exchange(app, secret, code, verifier)
+    assert tokens["authorization_details"] == [{"type": "tokenpass_wallet", "monthly_limit": 700}]
+
+
 @pytest.mark.parametrize(
     "details",
     [
