@@ -145,18 +145,28 @@ def _review_lock(application: Application) -> ApplicationReview:
     return review
 
 
-def application_approve(*, application: Application, actor: User | None) -> ApplicationReview:
-    """Staff approve a pending (or reinstate a suspended) partner app: it may get tokens as
-    soon as its partner is active too. Writes the partner log and app.approved. Raises
-    ReviewTransitionError if the app is already approved."""
+def _application_decide(
+    *,
+    application: Application,
+    actor: User | None,
+    status: str,
+    already: str,
+    action: str,
+    event_type: str,
+    data: dict[str, Any],
+    payload: dict[str, Any],
+) -> ApplicationReview:
+    """Move a partner app's review to `status` under its lock, with the partner log entry and
+    the webhook event in the same transaction. Raises ReviewTransitionError(`already`) if it
+    is there already."""
     if application.partner_id is None:
         raise ReviewTransitionError("Only partner apps are reviewed.")
     with transaction.atomic():
         review = _review_lock(application)
-        if review.status == ApplicationReview.Status.APPROVED:
-            raise ReviewTransitionError("The app is already approved.")
+        if review.status == status:
+            raise ReviewTransitionError(already)
         previous = review.status
-        review.status = ApplicationReview.Status.APPROVED
+        review.status = status
         review.decided_by = actor
         review.decided_at = timezone.now()
         review.save(update_fields=["status", "decided_by", "decided_at"])
@@ -164,17 +174,29 @@ def application_approve(*, application: Application, actor: User | None) -> Appl
         assert partner is not None
         partner_event_record(
             partner=partner,
-            action=PartnerEvent.Action.APP_APPROVED,
+            action=action,
             actor=actor,
             application=application,
-            data={"client_id": application.client_id, "from": previous},
+            data={"client_id": application.client_id, "from": previous, **data},
         )
-        webhook_event_enqueue(
-            partner=partner,
-            event_type=WebhookEventType.APP_APPROVED,
-            payload=application_webhook_payload(application=application),
-        )
+        webhook_event_enqueue(partner=partner, event_type=event_type, payload=payload)
     return review
+
+
+def application_approve(*, application: Application, actor: User | None) -> ApplicationReview:
+    """Staff approve a pending (or reinstate a suspended) partner app: it may get tokens as
+    soon as its partner is active too. Writes the partner log and app.approved. Raises
+    ReviewTransitionError if the app is already approved."""
+    return _application_decide(
+        application=application,
+        actor=actor,
+        status=ApplicationReview.Status.APPROVED,
+        already="The app is already approved.",
+        action=PartnerEvent.Action.APP_APPROVED,
+        event_type=WebhookEventType.APP_APPROVED,
+        data={},
+        payload=application_webhook_payload(application=application),
+    )
 
 
 def application_suspend(
@@ -183,32 +205,16 @@ def application_suspend(
     """Staff suspend one partner app: it gets no tokens and its live tokens stop working.
     Writes the partner log and app.suspended. Raises ReviewTransitionError if the app is
     already suspended."""
-    if application.partner_id is None:
-        raise ReviewTransitionError("Only partner apps are reviewed.")
-    with transaction.atomic():
-        review = _review_lock(application)
-        if review.status == ApplicationReview.Status.SUSPENDED:
-            raise ReviewTransitionError("The app is already suspended.")
-        previous = review.status
-        review.status = ApplicationReview.Status.SUSPENDED
-        review.decided_by = actor
-        review.decided_at = timezone.now()
-        review.save(update_fields=["status", "decided_by", "decided_at"])
-        partner = application.partner
-        assert partner is not None
-        partner_event_record(
-            partner=partner,
-            action=PartnerEvent.Action.APP_SUSPENDED,
-            actor=actor,
-            application=application,
-            data={"client_id": application.client_id, "from": previous, "reason": reason},
-        )
-        webhook_event_enqueue(
-            partner=partner,
-            event_type=WebhookEventType.APP_SUSPENDED,
-            payload=application_webhook_payload(application=application, reason=reason),
-        )
-    return review
+    return _application_decide(
+        application=application,
+        actor=actor,
+        status=ApplicationReview.Status.SUSPENDED,
+        already="The app is already suspended.",
+        action=PartnerEvent.Action.APP_SUSPENDED,
+        event_type=WebhookEventType.APP_SUSPENDED,
+        data={"reason": reason},
+        payload=application_webhook_payload(application=application, reason=reason),
+    )
 
 
 def partner_member_add(

@@ -178,33 +178,54 @@ def backchannel_logout_start(
     """Record one delivery per signed-in app and queue them once the transaction commits.
     Returns the deliveries (possibly none). Apps whose URI we refuse to call are recorded as
     failed, so that staff see why they were not told."""
-    from partners.tasks import backchannel_logout_deliver
-
     with transaction.atomic():
-        deliveries = []
-        for app in backchannel_logout_apps(user=user, session_started_at=session_started_at):
-            refusal = logout_uri_refusal(app.backchannel_logout_uri, resolve=False)
-            deliveries.append(
-                BackchannelLogoutDelivery.objects.create(
+        return _deliveries_queue(
+            [
+                _delivery_create(
                     application=app,
-                    user=user,
+                    user_id=user.pk,
                     subject=user.public_id,
                     sid=sid,
-                    jti=uuid.uuid4().hex,
-                    logout_uri=app.backchannel_logout_uri,
-                    status=(
-                        BackchannelLogoutDelivery.Status.FAILED
-                        if refusal
-                        else BackchannelLogoutDelivery.Status.PENDING
-                    ),
-                    last_error=refusal,
+                    uri=app.backchannel_logout_uri,
                 )
+                for app in backchannel_logout_apps(user=user, session_started_at=session_started_at)
+            ]
+        )
+
+
+def _delivery_create(
+    *, application: Any, user_id: int | None, subject: str, sid: str, uri: str
+) -> BackchannelLogoutDelivery:
+    """A new notice (fresh jti) to `uri`; recorded as failed at once if we refuse the URI, so
+    that staff see why the app was not told."""
+    refusal = logout_uri_refusal(uri, resolve=False)
+    return BackchannelLogoutDelivery.objects.create(
+        application=application,
+        user_id=user_id,
+        subject=subject,
+        sid=sid,
+        jti=uuid.uuid4().hex,
+        logout_uri=uri,
+        status=(
+            BackchannelLogoutDelivery.Status.FAILED
+            if refusal
+            else BackchannelLogoutDelivery.Status.PENDING
+        ),
+        last_error=refusal,
+    )
+
+
+def _deliveries_queue(
+    deliveries: list[BackchannelLogoutDelivery],
+) -> list[BackchannelLogoutDelivery]:
+    """Queue the pending ones once the surrounding transaction commits."""
+    from partners.tasks import backchannel_logout_deliver
+
+    for delivery in deliveries:
+        if delivery.status == BackchannelLogoutDelivery.Status.PENDING:
+            transaction.on_commit(
+                functools.partial(backchannel_logout_deliver.delay, delivery.pk), robust=True
             )
-        for delivery in deliveries:
-            if delivery.status == BackchannelLogoutDelivery.Status.PENDING:
-                transaction.on_commit(
-                    functools.partial(backchannel_logout_deliver.delay, delivery.pk), robust=True
-                )
     return deliveries
 
 
@@ -213,8 +234,6 @@ def backchannel_logout_resend(*, delivery_ids: list[int]) -> list[BackchannelLog
     to each app's current back-channel logout URI, so that a partner who fixed its endpoint
     or its URI gets them. Deliveries that are not failed, or whose app no longer has a URI,
     are skipped. Returns the new deliveries."""
-    from partners.tasks import backchannel_logout_deliver
-
     with transaction.atomic():
         created = []
         failed = (
@@ -226,29 +245,16 @@ def backchannel_logout_resend(*, delivery_ids: list[int]) -> list[BackchannelLog
             uri = old.application.backchannel_logout_uri
             if not uri:
                 continue
-            refusal = logout_uri_refusal(uri, resolve=False)
             created.append(
-                BackchannelLogoutDelivery.objects.create(
+                _delivery_create(
                     application=old.application,
                     user_id=old.user_id,
                     subject=old.subject,
                     sid=old.sid,
-                    jti=uuid.uuid4().hex,
-                    logout_uri=uri,
-                    status=(
-                        BackchannelLogoutDelivery.Status.FAILED
-                        if refusal
-                        else BackchannelLogoutDelivery.Status.PENDING
-                    ),
-                    last_error=refusal,
+                    uri=uri,
                 )
             )
-        for delivery in created:
-            if delivery.status == BackchannelLogoutDelivery.Status.PENDING:
-                transaction.on_commit(
-                    functools.partial(backchannel_logout_deliver.delay, delivery.pk), robust=True
-                )
-    return created
+        return _deliveries_queue(created)
 
 
 def logout_token_build(
