@@ -2,22 +2,30 @@
 worker lost mid-run leaves the message to be redelivered, retries with backoff; the work and
 its exactly-once guarantee are in partners.settlement.services."""
 
+from typing import Any
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from partners.settlement import selectors, services
 
+# Late acks: a worker lost mid-run leaves the message to be redelivered; a database that went
+# away is retried with backoff. The work itself is idempotent.
+DB_TASK: dict[str, Any] = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
+
 
 @shared_task(
     name="partners.settlement.close",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **DB_TASK,
     soft_time_limit=240,
     time_limit=300,
     ignore_result=True,
@@ -29,13 +37,7 @@ def settlement_close(partner_id: int, period: str) -> int:
 
 @shared_task(
     name="partners.settlement.run",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=10,
+    **DB_TASK,
     soft_time_limit=1800,
     time_limit=2000,
     ignore_result=True,
