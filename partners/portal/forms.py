@@ -14,6 +14,7 @@ from PIL import Image
 
 from partners.models import Application, Partner
 from partners.portal.selectors import MAX_USAGE_DAYS
+from partners.portal.services import PROFILE_FIELDS
 from partners.webhooks.models import WebhookEventType
 
 GRANT_CHOICES = [
@@ -158,15 +159,7 @@ class WebhookEndpointForm(forms.Form):
 class PartnerProfileForm(forms.ModelForm):
     class Meta:
         model = Partner
-        fields = (
-            "name",
-            "legal_name",
-            "registration_id",
-            "address",
-            "contact_email",
-            "is_model_vendor",
-            "is_app_developer",
-        )
+        fields = PROFILE_FIELDS
         widgets = {"address": forms.Textarea(attrs={"rows": 3})}
 
     def clean(self) -> dict[str, Any]:
