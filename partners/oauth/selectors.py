@@ -125,21 +125,17 @@ def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
     # query parameter.
     sql = (
         f"SELECT {', '.join(part.select_list() for part in parts)}, "  # noqa: S608
-        f"(SELECT c.{column(code, 'auth_time')} FROM {quote(code.db_table)} c "
-        f"WHERE c.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')} "
-        f"ORDER BY c.{quote(code.pk.column)} LIMIT 1), "
-        f"(SELECT c.{column(code, 'sid')} FROM {quote(code.db_table)} c "
-        f"WHERE c.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')} "
-        f"ORDER BY c.{quote(code.pk.column)} LIMIT 1), "
-        f"(SELECT CAST(c.{column(code, 'authorization_details')} AS TEXT) "
-        f"FROM {quote(code.db_table)} c "
-        f"WHERE c.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')} "
-        f"ORDER BY c.{quote(code.pk.column)} LIMIT 1) "
+        f"c.{column(code, 'auth_time')}, c.{column(code, 'sid')}, "
+        f"CAST(c.{column(code, 'authorization_details')} AS TEXT) "
         f"FROM {quote(refresh.db_table)} rt "
         f"LEFT JOIN {quote(access.db_table)} acc "
         f"ON acc.{quote(access.pk.column)} = rt.{column(refresh, 'access_token')} "
         f"LEFT JOIN {quote(User._meta.db_table)} usr "
         f"ON usr.{quote(User._meta.pk.column)} = rt.{column(refresh, 'user')} "
+        # The family's first authorization code: when and where the person signed in.
+        f"LEFT JOIN {quote(code.db_table)} c ON c.{quote(code.pk.column)} = ("
+        f"SELECT MIN(f.{quote(code.pk.column)}) FROM {quote(code.db_table)} f "
+        f"WHERE f.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')}) "
         f"WHERE rt.{column(refresh, 'token_checksum')} = %s "
         f"AND rt.{column(refresh, 'revoked')} IS NULL LIMIT 1"
     )
