@@ -160,13 +160,19 @@ def _idempotency_claim(
         )
         record._state.adding = False
         return record, False
+    return _idempotency_replay(app=app, key=key, digest=digest), True
+
+
+def _idempotency_replay(*, app: Application | None, key: str, digest: str) -> IdempotencyKey:
+    """The first request's record for a key already taken; IdempotencyConflict if this
+    request's body differs."""
     existing = IdempotencyKey.objects.filter(key=key).filter(
         Q(app=app) if app is not None else Q(app__isnull=True)
     )
     record = existing.get()
     if record.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": key})
-    return record, True
+    return record
 
 
 def _idempotency_claim_portable(
@@ -193,13 +199,7 @@ def _idempotency_claim_portable(
                 created_at=now,
             )
     except IntegrityError:
-        existing = IdempotencyKey.objects.filter(key=key).filter(
-            Q(app=app) if app is not None else Q(app__isnull=True)
-        )
-        record = existing.get()
-        if record.request_hash != digest:
-            raise IdempotencyConflict(details={"idempotency_key": key}) from None
-        return record, True
+        return _idempotency_replay(app=app, key=key, digest=digest), True
     if reserve is not None:
         last = reserve._default_manager.order_by("-pk").values_list("pk", flat=True).first()
         record.result = {reserve._meta.model_name or "": (last or 0) + 1}
