@@ -41,6 +41,8 @@ def bench_env(port: int) -> dict[str, str]:
             "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
             "CONN_MAX_AGE": "600",
+            # Shared by every worker, as production requires (rate limits count there).
+            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/8"),
             "SECURE_SSL_REDIRECT": "false",
             "SECURE_HSTS_SECONDS": "0",
             "CELERY_BROKER_URL": "memory://",

@@ -230,6 +230,8 @@ def server_env() -> dict[str, str]:
             "SITE_URL": "https://127.0.0.1",
             "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
             "CONN_MAX_AGE": "600",
+            # Shared by every worker, as production requires (rate limits count there).
+            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/8"),
             "SECURE_SSL_REDIRECT": "false",
             "SECURE_HSTS_SECONDS": "0",
             "CELERY_BROKER_URL": "memory://",
