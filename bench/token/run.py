@@ -2,7 +2,12 @@
 beside panva's oidc-provider (Node.js), both on this machine's PostgreSQL.
 
     .venv/bin/python bench/token/run.py [--seconds 5] [--rounds 3] [--clients 8]
-                                        [--only tokenpass|node] [--node-token-format jwt|opaque]
+                                        [--only tokenpass floor node] [--node-token-format jwt|opaque]
+
+A third server, the Python floor (bench/token/floor.py), is a bare WSGI token endpoint under
+the same gunicorn settings that does only the work every Tokenpass grant must do (client
+lookup and keyed-hash check, RS256 signing, the token rows): it shows how much of the distance
+to oidc-provider belongs to Python and gunicorn, and how much to Django, DOT and oauthlib.
 
 Two grants are measured on each server: client credentials (a partner's server asks for a
 token for itself) and refresh token (an app renews a user's token; the refresh token rotates
@@ -45,6 +50,7 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "tokenpass_bench"
 NODE_DB_NAME = "tokenpass_bench_node"
+FLOOR_DB_NAME = "tokenpass_bench_floor"
 CLIENT_SECRET = "bench-client-secret-7Qm2xV9pL4"
 # Keycloak's sizing guide budgets one vCPU for every 120 client-credentials grants per second.
 KEYCLOAK_CC_PER_VCPU = 120.0
@@ -376,6 +382,30 @@ def tokenpass_env(keys_file: Path) -> dict[str, str]:
     return env
 
 
+def start_gunicorn(
+    app: str, *, port: int, workers: int, env: dict[str, str], python_path: Path | None = None
+) -> subprocess.Popen:
+    """gunicorn with the deployment's settings file (config/gunicorn.py), from the project root."""
+    extra = ["--pythonpath", str(python_path)] if python_path else []
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            "config/gunicorn.py",
+            *extra,
+            app,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+
+
 def start_tokenpass(
     workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str, token_path: str
 ) -> tuple[subprocess.Popen, Target]:
@@ -396,22 +426,7 @@ def start_tokenpass(
     subprocess.run([python, "manage.py", "shell", "-c", script], **quiet)  # type: ignore[call-overload]
     seed = json.loads(seed_file.read_text())
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(python).with_name("gunicorn")),
-            "--config",
-            "config/gunicorn.py",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    server = start_gunicorn("config.wsgi:application", port=port, workers=workers, env=env)
     wait_for_http(port, "/healthz")
     token_path = token_path or discover_token_path(
         port, ["/.well-known/openid-configuration", "/o/.well-known/openid-configuration"]
@@ -425,6 +440,45 @@ def start_tokenpass(
         secret=CLIENT_SECRET,
         cc_scope=cc_scope,
         refresh_tokens=seed["refresh_tokens"],
+        root_pid=server.pid,
+    )
+
+
+def start_floor(
+    workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str
+) -> tuple[subprocess.Popen, Target]:
+    """The bare WSGI floor (floor.py) under the same gunicorn settings as Tokenpass."""
+    import floor
+
+    recreate_database(FLOOR_DB_NAME)
+    dsn = f"{PG_URL}/{FLOOR_DB_NAME}"
+    client_id = "floor-client"
+    tokens = floor.seed(
+        dsn=dsn,
+        client_id=client_id,
+        secret=CLIENT_SECRET,
+        scope=f"{cc_scope} {refresh_scope}",
+        chains=chains,
+    )
+    port = free_port()
+    env = dict(os.environ, FLOOR_DATABASE_URL=dsn)
+    server = start_gunicorn(
+        "floor:application",
+        port=port,
+        workers=workers,
+        env=env,
+        python_path=Path(__file__).resolve().parent,
+    )
+    wait_for_http(port, "/")
+    return server, Target(
+        name="Python floor",
+        port=port,
+        token_path="/token",
+        cc_client_id=client_id,
+        web_client_id=client_id,
+        secret=CLIENT_SECRET,
+        cc_scope=cc_scope,
+        refresh_tokens=tokens,
         root_pid=server.pid,
     )
 
@@ -517,6 +571,17 @@ def bench_all(starters: dict, args: argparse.Namespace) -> dict[str, dict[str, R
             stop(server)
 
 
+# Ratios printed when both servers ran: Tokenpass against the node peer, the Python floor
+# against the node peer (what any Python server under gunicorn could reach), and Tokenpass
+# against the floor (what the framework and the libraries cost).
+RATIO_PAIRS = (
+    ("Tokenpass", "oidc-provider"),
+    ("Python floor", "oidc-provider"),
+    ("Tokenpass", "Python floor"),
+)
+GRANTS = (("client_credentials", "client credentials"), ("refresh_token", "refresh token"))
+
+
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
     cores = os.cpu_count() or 1
     names = list(results)
@@ -528,18 +593,12 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
     # Anything else running on the machine lowers every figure; say how busy it was.
     print(f"load average (1 min) before {args.load_before:.2f}, after {os.getloadavg()[0]:.2f}")
     print(
-        f"gunicorn workers {args.workers} (config/gunicorn.py); node workers {args.node_workers}; "
-        f"oidc-provider access tokens: {args.node_token_format}"
+        f"gunicorn workers {args.workers} (config/gunicorn.py, for Tokenpass and the floor); "
+        f"node workers {args.node_workers}; oidc-provider access tokens: {args.node_token_format}"
     )
-    header = f"{'':34}" + "".join(f"{n:>16}" for n in names)
-    if len(names) == 2:
-        header += f"{'ratio':>10}"
-    print(header)
+    print(f"{'':34}" + "".join(f"{n:>16}" for n in names))
     valid = True
-    for kind, label in (
-        ("client_credentials", "client credentials"),
-        ("refresh_token", "refresh token"),
-    ):
+    for kind, label in GRANTS:
         rows = [
             (f"{label} grants/s", lambda r: f"{r.grants_per_second:16.1f}"),
             ("  per core", lambda r: f"{r.grants_per_second / cores:16.1f}"),
@@ -555,19 +614,27 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
             ("  failed requests", lambda r: f"{r.errors:16d}"),
         ]
         for title, fmt in rows:
-            line = f"{title:34}" + "".join(fmt(results[n][kind]) for n in names)
-            if len(names) == 2 and title == f"{label} grants/s":
-                a, b = (results[n][kind].grants_per_second for n in names)
-                line += f"{(a / b if b else 0.0):10.2f}"
-            if len(names) == 2 and title == "  per app-server CPU-second":
-                a, b = (results[n][kind].grants_per_cpu_second for n in names)
-                line += f"{(a / b if b else 0.0):10.2f}"
-            print(line)
+            print(f"{title:34}" + "".join(fmt(results[n][kind]) for n in names))
         for n in names:
             r = results[n][kind]
             if r.errors or not r.ok:
                 valid = False
                 print(f"  {n} {kind} first error: {r.first_error}")
+    pairs = [(a, b) for a, b in RATIO_PAIRS if a in results and b in results]
+    if pairs:
+        print()
+        print(f"{'ratios':34}{'grants/s':>16}{'per CPU-second':>16}")
+        for kind, label in GRANTS:
+            for a, b in pairs:
+                ra, rb = results[a][kind], results[b][kind]
+                per_second = ra.grants_per_second / rb.grants_per_second if rb.ok else 0.0
+                per_cpu = (
+                    ra.grants_per_cpu_second / rb.grants_per_cpu_second
+                    if rb.grants_per_cpu_second
+                    else 0.0
+                )
+                title = f"{label}: {a} / {b}"
+                print(f"{title:50}{per_second:8.2f}{per_cpu:16.2f}")
     print()
     print(
         f"Keycloak sizing budget: {KEYCLOAK_CC_PER_VCPU:.0f} client-credentials grants/s per vCPU"
@@ -594,7 +661,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2 * cores + 1, help="gunicorn workers")
     parser.add_argument("--node-workers", type=int, default=cores)
-    parser.add_argument("--only", choices=["tokenpass", "node"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["tokenpass", "floor", "node"],
+        help="run only these servers (default: all three)",
+    )
     parser.add_argument(
         "--token-path", default="", help="Tokenpass token endpoint (default: from discovery)"
     )
@@ -617,7 +689,8 @@ def main() -> None:
     with lock, tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
         workdir = Path(tmp)
         starters = {}
-        if args.only in (None, "tokenpass"):
+        only = set(args.only or ["tokenpass", "floor", "node"])
+        if "tokenpass" in only:
             starters[f"Tokenpass under gunicorn ({args.workers} workers)"] = lambda: (
                 start_tokenpass(
                     workdir,
@@ -628,7 +701,11 @@ def main() -> None:
                     args.token_path,
                 )
             )
-        if args.only in (None, "node"):
+        if "floor" in only:
+            starters[f"Python floor under gunicorn ({args.workers} workers)"] = lambda: start_floor(
+                workdir, args.workers, chains, args.cc_scope, args.refresh_scope
+            )
+        if "node" in only:
             starters[f"oidc-provider under node ({args.node_workers} workers)"] = lambda: (
                 start_node(
                     workdir,
