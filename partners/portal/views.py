@@ -5,11 +5,14 @@ and services.
 Roles: owners do everything; developers manage apps and webhooks and see usage; finance sees
 statements, usage and payout details. Developers never see payout details."""
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,6 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -34,6 +38,8 @@ APP_EDITORS = frozenset({Role.OWNER, Role.DEVELOPER})
 FINANCE_READERS = frozenset({Role.OWNER, Role.FINANCE})
 OWNERS = frozenset({Role.OWNER})
 SECRET_SESSION_KEY = "partners_portal_secret"
+SECRET_STASH_SALT = "partners.portal.secret-stash"
+SECRET_STASH_SECONDS = 600
 
 
 def member_required(roles: frozenset[str] = ALL_ROLES) -> Callable:
@@ -71,14 +77,30 @@ def _context(membership: PartnerMember, active: str, **extra: Any) -> dict[str, 
     }
 
 
+def _stash_cipher() -> Fernet:
+    key = salted_hmac(SECRET_STASH_SALT, "stash", algorithm="sha256").digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
 def _secret_stash(request: HttpRequest, *, kind: str, pk: int, secret: str) -> None:
-    # Kept in the session only until the next page shows it once.
-    request.session[SECRET_SESSION_KEY] = {"kind": kind, "pk": pk, "secret": secret}
+    """Keep a new secret for the next page to show once. Session data is signed, not
+    encrypted, and the session store is a database table: the secret is encrypted with a key
+    derived from SECRET_KEY, so that the store and its backups never hold it readable, and it
+    expires after SECRET_STASH_SECONDS if the page is never shown."""
+    plain = json.dumps({"kind": kind, "pk": pk, "secret": secret}).encode()
+    request.session[SECRET_SESSION_KEY] = _stash_cipher().encrypt(plain).decode()
 
 
 def _secret_take(request: HttpRequest, *, kind: str, pk: int) -> str | None:
-    stashed = request.session.get(SECRET_SESSION_KEY)
-    if not stashed or stashed.get("kind") != kind or stashed.get("pk") != pk:
+    sealed = request.session.get(SECRET_SESSION_KEY)
+    if not isinstance(sealed, str):
+        return None
+    try:
+        stashed = json.loads(_stash_cipher().decrypt(sealed, ttl=SECRET_STASH_SECONDS))
+    except InvalidToken:
+        del request.session[SECRET_SESSION_KEY]
+        return None
+    if stashed.get("kind") != kind or stashed.get("pk") != pk:
         return None
     del request.session[SECRET_SESSION_KEY]
     return str(stashed["secret"])

@@ -3,11 +3,14 @@ secrets, usage, statements with CSV, webhooks, and staff review in the admin."""
 
 import csv
 import io
+import json
 import re
+import time
 from datetime import date, timedelta
 
 import pytest
 from django.contrib.auth.hashers import check_password
+from django.contrib.sessions.models import Session
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +25,7 @@ from partners.models import (
     PartnerEvent,
     PartnerMember,
 )
+from partners.portal import views as portal_views
 from partners.settlement.models import Statement, StatementLine
 from partners.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from tests.factories import PartnerFactory, UserFactory
@@ -255,6 +259,33 @@ def test_developer_creates_an_app_that_waits_for_review_and_sees_its_secret_once
     assert PartnerEvent.objects.filter(
         partner=partner_a, action=PartnerEvent.Action.APP_CREATED, application_id=app.pk
     ).exists()
+
+
+def test_a_new_secret_waits_for_its_page_encrypted_and_not_for_ever(as_role, partner_a):
+    # The session store is a database table: it must never hold a client secret readable.
+    client = as_role("developer")
+    response = client.post(portal("app_create", partner_a), app_form())
+    stored = Session.objects.get(session_key=client.session.session_key)
+    raw, decoded = stored.session_data, stored.get_decoded()
+    page = client.get(response["Location"]).content.decode()
+    secret = re.search(r'id="client-secret">([^<]+)<', page).group(1)
+    assert secret not in raw
+    assert secret not in repr(decoded)
+
+    # A stash older than SECRET_STASH_SECONDS is dropped unshown.
+    app = Application.objects.get(partner=partner_a)
+    rotated = client.post(portal("app_secret_rotate", partner_a, app.pk))
+    session = client.session
+    plain = json.dumps({"kind": "app", "pk": app.pk, "secret": "stale-secret"}).encode()
+    aged = time.time() - portal_views.SECRET_STASH_SECONDS - 5
+    session[portal_views.SECRET_SESSION_KEY] = (
+        portal_views._stash_cipher().encrypt_at_time(plain, int(aged)).decode()
+    )
+    session.save()
+    late = client.get(rotated["Location"]).content.decode()
+    assert "stale-secret" not in late
+    assert 'id="client-secret"' not in late
+    assert portal_views.SECRET_SESSION_KEY not in client.session
 
 
 @pytest.mark.parametrize(
