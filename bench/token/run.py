@@ -659,7 +659,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2 * cores + 1, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=cores + 1, help="gunicorn workers")
     parser.add_argument("--node-workers", type=int, default=cores)
     parser.add_argument(
         "--only",
