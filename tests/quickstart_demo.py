@@ -3,15 +3,17 @@ fresh SQLite database after `migrate` and `seed_demo`: what a person trying the 
 with the wallet API, through HTTP."""
 
 import base64
+import uuid
 from datetime import timedelta
 
 from django.test import Client
 from django.utils import timezone
-from oauth2_provider.models import AccessToken
+from oauth2_provider.models import AccessToken, RefreshToken
 
 from accounts.models import User
 from partners.management.commands.seed_demo import DEMO_CLIENT_ID, DEMO_PHONE
 from partners.models import Application, ApplicationReview
+from partners.oauth.services import token_checksum
 from wallet.audit import wallet_audit_run
 from wallet.ledger import balance_deltas_fold
 from wallet.models import PriceModel
@@ -84,4 +86,33 @@ granted = oauth.post("/o/token/", {"grant_type": "client_credentials"}, **auth)
 assert granted.status_code == 200, granted.content
 refused = oauth.post("/o/token/", {"grant_type": "refresh_token", "refresh_token": "nope"}, **auth)
 assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant", refused.content
+# A rotation on SQLite: the refresh grant's own UPDATE and DELETE statements.
+first_access = AccessToken.objects.create(
+    user=demo,
+    application=server,
+    token="demo-refresh-access",
+    scope="wallet:charge",
+    expires=timezone.now() + timedelta(hours=1),
+)
+RefreshToken.objects.create(
+    user=demo,
+    application=server,
+    token="demo-refresh-token",
+    access_token=first_access,
+    token_family=uuid.uuid4(),
+)
+rotated = oauth.post(
+    "/o/token/", {"grant_type": "refresh_token", "refresh_token": "demo-refresh-token"}, **auth
+)
+assert rotated.status_code == 200, rotated.content
+old = RefreshToken.objects.get(token_checksum=token_checksum("demo-refresh-token"))
+assert old.revoked is not None and old.revoked <= timezone.now(), old.revoked
+assert old.access_token_id is None
+assert not AccessToken.objects.filter(pk=first_access.pk).exists()
+again = oauth.post(
+    "/o/token/",
+    {"grant_type": "refresh_token", "refresh_token": rotated.json()["refresh_token"]},
+    **auth,
+)
+assert again.status_code == 200, again.content
 print("quickstart demo ok")

@@ -268,7 +268,7 @@ OAUTH2_PROVIDER: dict = {
     "SCOPES_BACKEND_CLASS": "partners.oauth.scopes.ApplicationScopes",
     "ACCESS_TOKEN_GENERATOR": "partners.oauth.tokens.access_token_generate",
     # Refresh tokens stay opaque (otherwise oauthlib would reuse the JWT generator).
-    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "REFRESH_TOKEN_GENERATOR": "partners.oauth.tokens.refresh_token_generate",
     "CLIENT_SECRET_HASHER": "tokenpass_hmac_sha256",
     "APPLICATION_ADMIN_CLASS": "partners.oauth.admin.ApplicationAdmin",
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,

@@ -16,7 +16,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import router, transaction
+from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk, jws
 from oauth2_provider.models import get_device_grant_model, refresh_token_expire_timedelta
@@ -37,8 +37,10 @@ from partners.oauth.selectors import (
     refresh_token_live,
 )
 from partners.oauth.services import (
+    access_token_row_delete,
     authorization_code_replay_revoke,
     consent_touch,
+    refresh_token_rotation_revoke,
     token_checksum,
     token_row_insert,
 )
@@ -370,18 +372,13 @@ class TokenpassOAuth2Validator(OAuth2Validator):
         )
         # The conditional update is the row lock and the revocation at once (DOT's revoke()
         # selects the row FOR UPDATE, re-reads it and saves every column).
-        revoked = RefreshToken.objects.filter(pk=previous.pk, revoked__isnull=True).update(
-            revoked=now, updated=now, access_token=None
-        )
-        if not revoked:
+        if not refresh_token_rotation_revoke(refresh_token_id=previous.pk, now=now):
             raise _RefreshTokenUsedConcurrently
         if previous.access_token_id is not None:
             # Revoking an access token is deleting it. The only row that pointed at it (the
             # one-to-one from its refresh token) was cleared just above, under the row lock,
             # so the collector's read and SET NULL update would find nothing to do.
-            AccessToken.objects.filter(pk=previous.access_token_id)._raw_delete(
-                router.db_for_write(AccessToken)
-            )
+            access_token_row_delete(access_token_id=previous.access_token_id)
         request.refresh_token_instance = None
         access_token = self._create_access_token(
             expires, request, token, source_refresh_token=previous

@@ -1,6 +1,8 @@
 """Token endpoint grants beyond the code: refresh rotation and reuse detection, client
 credentials, introspection, revocation, the DRF authentication path, suspended partners."""
 
+import re
+
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
@@ -265,6 +267,8 @@ def test_refresh_tokens_are_stored_hashed(live_server, live_app, user, browser_f
     _, token, _ = run_code_flow(live_server, browser_for(user), app, secret, scope="openid")
     stored = get_refresh_token_model().objects.get(application=app, revoked__isnull=True)
     assert stored.token == "" and token["refresh_token"] not in stored.token_checksum
+    # 256 random bits, URL-safe (partners.oauth.tokens.refresh_token_generate).
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token["refresh_token"])
     access = get_access_token_model().objects.get(application=app)
     assert access.token == ""
 
