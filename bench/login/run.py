@@ -15,8 +15,6 @@ import argparse
 import multiprocessing as mp
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,34 +23,26 @@ import urllib.parse
 from http.client import HTTPConnection
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import (
+    ROOT,
+    free_port,
+    production_env,
+    recreate_database,
+    start_gunicorn,
+    stop,
+    wait_for_http,
+)
+
 DB_NAME = "tokenpass_bench_login"
-PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PASSWORD = "bench-password-9f3k2m"
 USERS = 50
 
 
-def bench_env(port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "SECRET_KEY": "bench-" + "k" * 60,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
-            "CONN_MAX_AGE": "600",
-            # Shared by every worker, as production requires (rate limits count there).
-            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/8"),
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "CELERY_BROKER_URL": "memory://",
-            "CELERY_TASK_ALWAYS_EAGER": "true",
-            "LOG_LEVEL": "WARNING",
-            # Logins come from one address; the lock-out must not trip on successful logins.
-            "AXES_FAILURE_LIMIT": "1000000",
-        }
-    )
-    return env
+def bench_env() -> dict[str, str]:
+    # Logins come from one address; the lock-out must not trip on successful logins.
+    return production_env(database=DB_NAME, AXES_FAILURE_LIMIT="1000000")
 
 
 def run(cmd: list[str], env: dict[str, str]) -> None:
@@ -60,11 +50,7 @@ def run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def prepare_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    recreate_database(DB_NAME)
     python = sys.executable
     run([python, "manage.py", "migrate", "--noinput"], env)
     run([python, "manage.py", "collectstatic", "--noinput"], env)
@@ -76,26 +62,6 @@ def prepare_database(env: dict[str, str]) -> None:
         f"password=h) for i in range({USERS})])\n"
     )
     run([python, "manage.py", "shell", "-c", script], env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("gunicorn did not become ready")
 
 
 def login_once(conn: HTTPConnection, phone: str) -> bool:
@@ -207,35 +173,19 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    env = bench_env(port)
+    env = bench_env()
     print(f"preparing database {DB_NAME} ...", flush=True)
     prepare_database(env)
-    gunicorn = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--config",
-            "config/gunicorn.py",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    gunicorn = start_gunicorn("config.wsgi:application", port=port, workers=args.workers, env=env)
     try:
-        wait_for(port)
+        wait_for_http(port)
         print(
             f"logins through gunicorn ({args.workers} workers, {args.clients} clients) ...",
             flush=True,
         )
         logins, errors = measure_logins(port, args.seconds, args.clients)
     finally:
-        gunicorn.send_signal(signal.SIGTERM)
-        gunicorn.wait(timeout=30)
+        stop(gunicorn)
     print(f"raw Argon2 verifications ({args.workers} processes) ...", flush=True)
     raw = measure_raw_argon2(args.seconds, args.workers)
     ratio = logins / raw if raw else 0.0

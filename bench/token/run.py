@@ -34,8 +34,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,9 +43,21 @@ from dataclasses import dataclass
 from http.client import HTTPConnection
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import (
+    PG_URL,
+    ROOT,
+    free_port,
+    production_env,
+    recreate_database,
+    start_gunicorn,
+    stop,
+    tree_cpu_seconds,
+    wait_for_http,
+)
+
 NODE_DIR = Path(__file__).resolve().parent / "node"
-PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = "tokenpass_bench"
 NODE_DB_NAME = "tokenpass_bench_node"
 FLOOR_DB_NAME = "tokenpass_bench_floor"
@@ -55,7 +65,6 @@ CLIENT_SECRET = "bench-client-secret-7Qm2xV9pL4"
 # Keycloak's sizing guide budgets one vCPU for every 120 client-credentials grants per second.
 KEYCLOAK_CC_PER_VCPU = 120.0
 MAX_REQUESTS_PER_CLIENT = 200_000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Run inside `manage.py shell` against the bench database: one partner, a confidential
 # client-credentials app, a confidential web app, and one refresh-token chain per client.
@@ -151,12 +160,6 @@ class Result:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 BENCH_LOCK_KEY = 0x746F6B656E  # one token benchmark at a time on a PostgreSQL server
 
 
@@ -178,56 +181,6 @@ def hold_bench_lock(timeout: float = 900.0):
             announced = True
         time.sleep(1)
     return conn
-
-
-def recreate_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def tree_cpu_seconds(root_pid: int) -> float:
-    """User + system CPU time of a process and all its descendants (Linux /proc)."""
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # The command name may hold spaces; the fields after its closing parenthesis do not.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry)
-        parents[pid] = int(fields[1])
-        times[pid] = int(fields[11]) + int(fields[12])
-    members = {root_pid}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in members and pid not in members:
-                members.add(pid)
-                grew = True
-    return sum(times.get(pid, 0) for pid in members) / CLK_TCK
-
-
-def wait_for_http(port: int, path: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path, headers={"Host": "127.0.0.1"})
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path}")
 
 
 def discover_token_path(port: int, candidates: list[str]) -> str:
@@ -357,52 +310,12 @@ def warm_up(target: Target, seconds: float) -> None:
 
 
 def tokenpass_env(keys_file: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": os.environ.get(
-                "BENCH_DJANGO_SETTINGS_MODULE", "config.settings.production"
-            ),
-            "SECRET_KEY": "bench-" + "k" * 60,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "SITE_URL": "https://127.0.0.1",
-            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
-            "CONN_MAX_AGE": "600",
-            # Shared by every worker, as production requires (rate limits count there).
-            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/8"),
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "CELERY_BROKER_URL": "memory://",
-            "CELERY_TASK_ALWAYS_EAGER": "true",
-            "OIDC_PRIVATE_KEYS_FILE": str(keys_file),
-            "OIDC_KEYS_GENERATE": "true",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-def start_gunicorn(
-    app: str, *, port: int, workers: int, env: dict[str, str], python_path: Path | None = None
-) -> subprocess.Popen:
-    """gunicorn with the deployment's settings file (config/gunicorn.py), from the project root."""
-    extra = ["--pythonpath", str(python_path)] if python_path else []
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--config",
-            "config/gunicorn.py",
-            *extra,
-            app,
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
+    return production_env(
+        database=DB_NAME,
+        DJANGO_SETTINGS_MODULE=os.environ.get(
+            "BENCH_DJANGO_SETTINGS_MODULE", "config.settings.production"
+        ),
+        OIDC_PRIVATE_KEYS_FILE=str(keys_file),
     )
 
 
@@ -532,15 +445,6 @@ def start_node(
         refresh_tokens=seed["refresh_tokens"],
         root_pid=server.pid,
     )
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def bench_all(starters: dict, args: argparse.Namespace) -> dict[str, dict[str, Result]]:

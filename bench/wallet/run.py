@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,9 +37,21 @@ import uuid
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench.common import (
+    PG_URL,
+    ROOT,
+    free_port,
+    production_env,
+    recreate_database,
+    start_gunicorn,
+    stop,
+    tree_cpu_seconds,
+    wait_for_http,
+)
+
 DB_NAME = "tokenpass_bench_wallet"
-PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 
 
 def prepare() -> None:
@@ -214,63 +224,8 @@ COST = 1000 + 200  # 1 token per input token, 2 per output token
 BATCH = 1000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "SECRET_KEY": "bench-" + "k" * 60,
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "SITE_URL": "https://127.0.0.1",
-            "DATABASE_URL": f"{PG_URL}/{DB_NAME}",
-            "CONN_MAX_AGE": "600",
-            # Shared by every worker, as production requires (rate limits count there).
-            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/8"),
-            "SECURE_SSL_REDIRECT": "false",
-            "SECURE_HSTS_SECONDS": "0",
-            "CELERY_BROKER_URL": "memory://",
-            "CELERY_TASK_ALWAYS_EAGER": "true",
-            "OIDC_KEYS_GENERATE": "true",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-def wait_for_http(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}")
-
-
-def server_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its children (gunicorn's master and
-    workers), read from /proc: the application's own cost, whatever else loads the machine."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # After the ")" that ends the command name: state, ppid, ..., utime (11), stime (12).
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return production_env(database=DB_NAME)
 
 
 def drive(port: int, tokens: list[str], *, batch: bool, seconds: float) -> tuple[float, int]:
@@ -417,7 +372,6 @@ def floor(seed: dict, users: list[dict], *, batch: bool, seconds: float, threads
 
 
 def http_main(args: argparse.Namespace) -> None:
-    import psycopg
 
     clients = args.clients
     phases = set(args.phases.split(","))
@@ -425,9 +379,7 @@ def http_main(args: argparse.Namespace) -> None:
         sys.exit(f"unknown phase in --phases {args.phases}")
     spread = hot = batch = spread_floor = hot_floor = batch_floor = 0.0
     spread_failed = hot_failed = batch_failed = 0
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    recreate_database(DB_NAME)
     env = server_env()
     python = sys.executable
     quiet: dict = {"cwd": ROOT, "env": env, "check": True, "stdout": subprocess.DEVNULL}
@@ -442,46 +394,26 @@ def http_main(args: argparse.Namespace) -> None:
     users = seed["users"]
     spread_users, hot_user = users[:clients], users[clients]
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(python).with_name("gunicorn")),
-            "--config",
-            "config/gunicorn.py",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    server = start_gunicorn("config.wsgi:application", port=port, workers=args.workers, env=env)
     try:
         wait_for_http(port)
         tokens = [u["token"] for u in spread_users]
         drive(port, tokens, batch=False, seconds=min(2.0, args.seconds))  # warm-up
         spread_cpu = hot_cpu = 0.0
         if "spread" in phases:
-            cpu = server_cpu(server.pid)
+            cpu = tree_cpu_seconds(server.pid)
             spread, spread_failed = drive(port, tokens, batch=False, seconds=args.seconds)
-            spread_cpu = server_cpu(server.pid) - cpu
+            spread_cpu = tree_cpu_seconds(server.pid) - cpu
         if "hot" in phases:
-            cpu = server_cpu(server.pid)
+            cpu = tree_cpu_seconds(server.pid)
             hot, hot_failed = drive(
                 port, [hot_user["token"]] * clients, batch=False, seconds=args.seconds
             )
-            hot_cpu = server_cpu(server.pid) - cpu
+            hot_cpu = tree_cpu_seconds(server.pid) - cpu
         if "batch" in phases:
             batch, batch_failed = drive(port, tokens, batch=True, seconds=args.seconds)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
     if "spread" in phases:
         spread_floor = floor(seed, spread_users, batch=False, seconds=args.seconds, threads=clients)
     if "hot" in phases:
