@@ -5,13 +5,19 @@ with the wallet API, through HTTP."""
 import base64
 import uuid
 from datetime import timedelta
+from urllib.parse import urlencode
 
+from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
 from accounts.models import User
-from partners.management.commands.seed_demo import DEMO_CLIENT_ID, DEMO_PHONE
+from partners.management.commands.seed_demo import (
+    DEMO_CLIENT_ID,
+    DEMO_DEVICE_CLIENT_ID,
+    DEMO_PHONE,
+)
 from partners.models import Application, ApplicationReview
 from partners.oauth.services import token_checksum
 from wallet.audit import wallet_audit_run
@@ -115,4 +121,30 @@ again = oauth.post(
     **auth,
 )
 assert again.status_code == 200, again.content
+
+# The README's device sign-in with the demo TV box: ask for a code, approve it at /device as
+# the demo user, and the next poll gets tokens.
+device = Client(HTTP_HOST="127.0.0.1")
+started = device.post(
+    "/o/device-authorization/",
+    urlencode({"client_id": DEMO_DEVICE_CLIENT_ID, "scope": "openid profile"}),
+    content_type="application/x-www-form-urlencoded",
+)
+assert started.status_code == 200, started.content
+user_code, device_code = started.json()["user_code"], started.json()["device_code"]
+poll = {
+    "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+    "device_code": device_code,
+    "client_id": DEMO_DEVICE_CLIENT_ID,
+}
+pending = device.post("/o/token/", poll)
+assert pending.json()["error"] == "authorization_pending", pending.content
+person = Client(HTTP_HOST="127.0.0.1")
+person.force_login(demo)
+assert "Demo TV Box" in person.post("/device", {"user_code": user_code}).content.decode()
+approved = person.post("/device", {"user_code": user_code, "action": "approve"})
+assert approved.status_code == 200 and b"Device connected" in approved.content
+cache.clear()  # the polling interval (slow_down) is counted in the cache
+connected = device.post("/o/token/", poll)
+assert connected.status_code == 200 and "refresh_token" in connected.json(), connected.content
 print("quickstart demo ok")

@@ -16,6 +16,8 @@ DEMO_PASSWORD = "tokenpass-demo"
 STAFF_EMAIL = "staff@tokenpass.local"
 STAFF_PASSWORD = "tokenpass-staff"
 DEMO_CLIENT_ID = "demo-partner-app"
+# A public client (no secret to publish) for trying the device authorization grant with curl.
+DEMO_DEVICE_CLIENT_ID = "demo-tv-box"
 DEMO_STARTING_BALANCE = 1_000_000
 # Model name -> tokens per million (input, cached input, output).
 DEMO_PRICES = {
@@ -43,7 +45,8 @@ class Command(BaseCommand):
                 "Demo data ready. Sign in at http://127.0.0.1:8000/login/\n"
                 f"  demo user:  {DEMO_PHONE} (or {DEMO_EMAIL}) / {DEMO_PASSWORD}\n"
                 f"  staff user: {STAFF_EMAIL} / {STAFF_PASSWORD}  (admin: /admin/)\n"
-                f"  demo OAuth app client_id: {DEMO_CLIENT_ID}"
+                f"  demo OAuth app client_id: {DEMO_CLIENT_ID}\n"
+                f"  demo device (TV box) client_id: {DEMO_DEVICE_CLIENT_ID}"
             )
         )
 
@@ -109,15 +112,30 @@ class Command(BaseCommand):
         partner, _ = Partner.objects.get_or_create(
             name="Demo AI Studio", defaults={"status": Partner.Status.ACTIVE}
         )
-        if not Application.objects.filter(client_id=DEMO_CLIENT_ID).exists():
-            Application.objects.create(
-                client_id=DEMO_CLIENT_ID,
-                name="Demo Chat",
-                partner=partner,
-                client_type=Application.CLIENT_PUBLIC,
-                authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-                allowed_grant_types="authorization-code refresh_token",
-                allowed_scopes="openid profile email phone wallet:charge",
-                redirect_uris="http://127.0.0.1:8000/demo/callback",
-                algorithm=Application.RS256_ALGORITHM,
+        demo_apps = {
+            # A web app: authorization code with PKCE, then refresh tokens.
+            DEMO_CLIENT_ID: {
+                "name": "Demo Chat",
+                "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
+                "allowed_grant_types": "authorization-code refresh_token",
+                "allowed_scopes": "openid profile email phone wallet:charge",
+                "redirect_uris": "http://127.0.0.1:8000/demo/callback",
+            },
+            # A keyboardless device: the device authorization grant.
+            DEMO_DEVICE_CLIENT_ID: {
+                "name": "Demo TV Box",
+                "authorization_grant_type": Application.GRANT_DEVICE_CODE,
+                "allowed_grant_types": f"{Application.GRANT_DEVICE_CODE} refresh_token",
+                "allowed_scopes": "openid profile wallet:charge",
+            },
+        }
+        for client_id, fields in demo_apps.items():
+            Application.objects.get_or_create(
+                client_id=client_id,
+                defaults={
+                    "partner": partner,
+                    "client_type": Application.CLIENT_PUBLIC,
+                    "algorithm": Application.RS256_ALGORITHM,
+                    **fields,
+                },
             )
