@@ -28,17 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import recreate_database  # noqa: E402
 from bench.wallet.run import BATCH, PG_URL, RECORD, server_env  # noqa: E402
 
 DB_NAME = "tokenpass_prof_batch"
 
 
 def setup() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    recreate_database(DB_NAME)
     os.environ.update(server_env())
     os.environ["DATABASE_URL"] = f"{PG_URL}/{DB_NAME}"
     os.environ["ALLOWED_HOSTS"] = "127.0.0.1,testserver"

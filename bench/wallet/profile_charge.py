@@ -23,17 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The HTTP run's production settings and database server.
-from run import PG_URL, ROOT, server_env
+from run import PG_URL, ROOT, recreate_database, server_env
 
 DB_NAME = "tokenpass_prof_charge"
 
 
 def setup() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    recreate_database(DB_NAME)
     # As gunicorn runs in bench/wallet/run.py, on this script's own database; the test
     # client's requests come to "testserver".
     env = server_env()

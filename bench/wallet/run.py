@@ -55,11 +55,7 @@ DB_NAME = "tokenpass_bench_wallet"
 
 
 def prepare() -> None:
-    import psycopg
-
-    with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    recreate_database(DB_NAME)
     os.environ["DATABASE_URL"] = f"{PG_URL}/{DB_NAME}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
     os.environ["CELERY_BROKER_URL"] = "memory://"
