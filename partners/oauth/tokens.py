@@ -22,12 +22,29 @@ def issuer() -> str:
     return settings.OAUTH2_PROVIDER.get("OIDC_ISS_ENDPOINT") or settings.SITE_URL
 
 
+def access_token_claims(
+    *, client_id: str, subject: str, audience: list[str], scopes: list[str], expires_in: int
+) -> dict[str, Any]:
+    """The claims of an RFC 9068 access token issued now to ``client_id``."""
+    now = int(time.time())
+    return {
+        "iss": issuer(),
+        "sub": subject,
+        "aud": audience[0] if len(audience) == 1 else audience,
+        "client_id": client_id,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "nbf": now,
+        "exp": now + expires_in,
+        "jti": uuid.uuid4().hex,
+    }
+
+
 def access_token_generate(request: Any) -> str:
     """oauthlib token generator (ACCESS_TOKEN_GENERATOR): a signed RFC 9068 JWT.
 
     `sub` is the person's public id, or the client_id for the client credentials grant.
     `aud` is the client the token was issued to, plus any RFC 8707 resources requested."""
-    now = int(time.time())
     client_id = request.client.client_id
     user = getattr(request, "user", None)
     subject = getattr(user, "public_id", None) or client_id
@@ -38,18 +55,13 @@ def access_token_generate(request: Any) -> str:
     for item in resource or []:
         if isinstance(item, str) and item not in audience:
             audience.append(item)
-    scopes = request.scopes or []
-    claims = {
-        "iss": issuer(),
-        "sub": subject,
-        "aud": audience[0] if len(audience) == 1 else audience,
-        "client_id": client_id,
-        "scope": " ".join(scopes),
-        "iat": now,
-        "nbf": now,
-        "exp": now + int(request.expires_in),
-        "jti": uuid.uuid4().hex,
-    }
+    claims = access_token_claims(
+        client_id=client_id,
+        subject=subject,
+        audience=audience,
+        scopes=request.scopes or [],
+        expires_in=int(request.expires_in),
+    )
     return keys.jwt_sign(claims=claims, typ=ACCESS_TOKEN_TYPE)
 
 

@@ -36,7 +36,7 @@ from oauth2_provider.views.mixins import OAuthLibMixin
 from oauthlib.oauth2.rfc6749 import errors as oauth_errors
 
 from partners.models import Application
-from partners.oauth import keys, ratelimit
+from partners.oauth import grants, keys, ratelimit
 from partners.oauth.backends import session_auth_time
 from partners.oauth.device import (
     device_code_digest,
@@ -477,6 +477,9 @@ class TokenView(dot_views.TokenView):
             return oauth_json_error("unsupported_grant_type", "This grant type is not supported.")
         if grant_type == Application.GRANT_DEVICE_CODE:
             return _client_auth_retry_after(self._device_token(request))
+        answered = grants.token_response(request=request)
+        if answered is not None:
+            return answered
         return _client_auth_retry_after(self.authorization_flow_token_response(request))
 
     @method_decorator(sensitive_post_parameters("password", "client_secret"))

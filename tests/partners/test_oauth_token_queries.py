@@ -193,24 +193,41 @@ def test_a_reused_refresh_token_still_revokes_the_family(chain):
     assert latest.status_code == 400
 
 
-def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(chain, monkeypatch):
+@pytest.mark.parametrize("fast_path", [False, True], ids=["DOT's path", "fast path"])
+def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(
+    chain, monkeypatch, settings, fast_path
+):
+    from partners.oauth import grants
     from partners.oauth.validators import TokenpassOAuth2Validator
 
+    settings.OAUTH_FAST_TOKEN_GRANTS = fast_path
     app, secret, user, raw = chain
     before = {model: model.objects.count() for model in (AccessToken, RefreshToken, IDToken)}
+
+    def rotate_elsewhere() -> None:
+        # another request rotates the same token between validation and the write
+        RefreshToken.objects.filter(token_checksum=token_checksum(raw)).update(
+            revoked=timezone.now()
+        )
+
     validate = TokenpassOAuth2Validator.validate_refresh_token
 
     def validate_then_lose_the_race(self, refresh_token, client, request, *args, **kwargs):
         valid = validate(self, refresh_token, client, request, *args, **kwargs)
-        # another request rotates the same token between validation and the write
-        RefreshToken.objects.filter(token_checksum=token_checksum(refresh_token)).update(
-            revoked=timezone.now()
-        )
+        rotate_elsewhere()
         return valid
+
+    live = grants.refresh_token_live
+
+    def read_then_lose_the_race(*, checksum):
+        found = live(checksum=checksum)
+        rotate_elsewhere()
+        return found
 
     monkeypatch.setattr(
         TokenpassOAuth2Validator, "validate_refresh_token", validate_then_lose_the_race
     )
+    monkeypatch.setattr(grants, "refresh_token_live", read_then_lose_the_race)
     response = refresh(app, secret, raw)
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/json"

@@ -1,0 +1,346 @@
+"""The token endpoint's two busiest grants, client credentials and refresh token, answered
+without oauthlib's and DOT's request machinery.
+
+Partner servers ask for these many times a second. Through DOT and oauthlib a grant spent
+three to four times the CPU of the work itself (bench/README.md): building oauthlib's request
+from Django's, a dozen validator round trips, the ORM. Here the work is done directly, with
+the same reads and writes (partners.oauth.selectors and services), the same tokens
+(partners.oauth.tokens and keys) and the same answer.
+
+This path only ever says yes. It answers a request that succeeds in the ordinary way and
+hands every other one to DOT's path unchanged, before it has written anything: a failed,
+missing or rate-limited client authentication, a public client, an unexpected or repeated
+parameter, a scope outside what the app or the refresh token holds, RFC 8707 resources, a
+CORS request, a refresh token that is not live (unknown, revoked, reused, expired), a refresh
+token another request rotated first, an app that signs with something other than RS256, a
+receiver of DOT's app_authorized signal. So every refusal, rate-limit count, reuse detection
+and audit row stays DOT's and ours in partners.oauth.validators, and the tests in
+tests/partners/test_oauth_fast_grants.py hold the two paths' answers side by side.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote_plus
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_id_token_model,
+    get_refresh_token_model,
+    refresh_token_expire_timedelta,
+    set_token_value,
+)
+from oauth2_provider.scopes import get_scopes_backend
+from oauth2_provider.settings import oauth2_settings
+from oauth2_provider.signals import app_authorized
+
+from accounts.oidc import user_claims
+from partners.models import Application
+from partners.oauth import hashers, keys, ratelimit
+from partners.oauth.selectors import application_for_client_id, refresh_token_live
+from partners.oauth.services import (
+    access_token_row_delete,
+    consent_touch,
+    refresh_token_rotation_revoke,
+    token_checksum,
+    token_row_insert,
+)
+from partners.oauth.tokens import (
+    ACCESS_TOKEN_TYPE,
+    access_token_claims,
+    issuer,
+    refresh_token_generate,
+)
+
+CLIENT_CREDENTIALS = "client_credentials"
+REFRESH_TOKEN = "refresh_token"
+# The parameters each grant may carry here; anything else goes to DOT's path.
+_PARAMETERS = {
+    CLIENT_CREDENTIALS: frozenset({"grant_type", "scope", "client_id", "client_secret"}),
+    REFRESH_TOKEN: frozenset(
+        {"grant_type", "refresh_token", "scope", "client_id", "client_secret"}
+    ),
+}
+# The grant as the app's allowed grant types name it (DOT's GRANT_TYPE_MAPPING; refresh is a
+# grant of its own with us, see TokenpassOAuth2Validator.validate_grant_type).
+_APP_GRANT = {
+    CLIENT_CREDENTIALS: Application.GRANT_CLIENT_CREDENTIALS,
+    REFRESH_TOKEN: REFRESH_TOKEN,
+}
+# RFC 6749 §3.3: scope tokens separated by single spaces.
+_SCOPE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*")
+_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_response(*, request: HttpRequest) -> HttpResponse | None:
+    """The token response for a client credentials or refresh token grant that succeeds in
+    the ordinary way, or None: the request is for DOT's path, and nothing was written."""
+    if not settings.OAUTH_FAST_TOKEN_GRANTS or app_authorized.has_listeners():
+        return None
+    if request.META.get("QUERY_STRING") or "HTTP_ORIGIN" in request.META:
+        return None
+    params: dict[str, str] = {}
+    for name, values in request.POST.lists():
+        if len(values) != 1:
+            return None
+        params[name] = values[0]
+    grant_type = params.get("grant_type", "")
+    if grant_type not in _PARAMETERS or not params.keys() <= _PARAMETERS[grant_type]:
+        return None
+    application = _client_authenticated(request, params)
+    if application is None or not application.allows_grant_type(_APP_GRANT[grant_type]):
+        return None
+    if grant_type == CLIENT_CREDENTIALS:
+        body = _client_credentials(application, params)
+    else:
+        body = _refresh(application, params)
+    if body is None:
+        return None
+    response = HttpResponse(json.dumps(body), content_type="application/json")
+    for name, value in _HEADERS.items():
+        response[name] = value
+    return response
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """(client_id, secret) from an HTTP Basic header (RFC 6749 §2.3.1), read as DOT reads
+    it; None for anything DOT might read differently."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme != "Basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        return None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _client_authenticated(request: HttpRequest, params: dict[str, str]) -> Application | None:
+    """The confidential app whose secret the request presents, if it is usable and not
+    rate limited; None otherwise (DOT's path then counts the failure and answers)."""
+    authorization = request.META.get("HTTP_AUTHORIZATION")
+    if authorization is not None:
+        credentials = _basic_credentials(authorization)
+        if credentials is None:
+            return None
+        client_id, secret = credentials
+        # With both, oauthlib would carry the body's client_id on: leave that case to it.
+        if params.get("client_id", client_id) != client_id or "client_secret" in params:
+            return None
+    else:
+        client_id, secret = params.get("client_id", ""), params.get("client_secret", "")
+    if not client_id or not secret or "\x00" in client_id:
+        return None
+    if ratelimit.client_auth_blocked(client_id=client_id, ip=request.META.get("REMOTE_ADDR")):
+        return None
+    application = application_for_client_id(client_id=client_id)
+    if (
+        application is None
+        or application.client_id != client_id
+        or application.client_type != Application.CLIENT_CONFIDENTIAL
+        or not application.client_secret.startswith(f"{hashers.ALGORITHM}$")
+        or not application.is_usable(request)
+        or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
+    ):
+        return None
+    return application
+
+
+def _scopes_requested(params: dict[str, str]) -> list[str] | None:
+    """The scope parameter as oauthlib splits it; None if it is absent or not well formed."""
+    scope = params.get("scope")
+    if scope is None or not _SCOPE.fullmatch(scope):
+        return None
+    return scope.split(" ")
+
+
+def _client_credentials(application: Application, params: dict[str, str]) -> dict | None:
+    backend = get_scopes_backend()
+    if "scope" in params:
+        scopes = _scopes_requested(params)
+        if scopes is None:
+            return None
+    else:
+        scopes = list(backend.get_default_scopes(application=application))
+    if not set(scopes) <= set(backend.get_available_scopes(application=application)):
+        return None
+    expires_in = int(oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
+    client_id = application.client_id
+    access_token = keys.jwt_sign(
+        claims=access_token_claims(
+            client_id=client_id,
+            subject=client_id,
+            audience=[client_id],
+            scopes=scopes,
+            expires_in=expires_in,
+        ),
+        typ=ACCESS_TOKEN_TYPE,
+    )
+    row = get_access_token_model()(
+        user=None,
+        scope=" ".join(scopes),
+        expires=timezone.now() + timedelta(seconds=expires_in),
+        application=application,
+        resource=[],
+    )
+    set_token_value(row, access_token)
+    # One INSERT: in autocommit it is its own transaction.
+    token_row_insert(instance=row)
+    return {
+        "access_token": access_token,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+        "scope": " ".join(scopes),
+    }
+
+
+def _at_hash(access_token: str) -> str:
+    """OpenID Connect Core §3.1.3.6: the left half of the SHA-256 of the access token."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).decode("ascii").rstrip("=")
+
+
+class _RotatedConcurrently(Exception):
+    """Another request rotated the refresh token between our read and our write."""
+
+
+def _refresh(application: Application, params: dict[str, str]) -> dict | None:
+    presented = params.get("refresh_token", "")
+    if not presented:
+        return None
+    live = refresh_token_live(checksum=token_checksum(presented))
+    if (
+        live is None
+        or live.application_id != application.pk
+        or live.access_token is None
+        or live.user is None
+        or live.resource
+        or not live.access_token.scope.strip()
+    ):
+        return None
+    expire_delta = refresh_token_expire_timedelta()
+    if expire_delta and live.access_token.expires + expire_delta <= timezone.now():
+        return None
+    original = live.access_token.scope.strip().split(" ")
+    scopes = original
+    if "scope" in params:
+        requested = _scopes_requested(params)
+        if requested is None or not set(requested) <= set(original):
+            return None
+        scopes = requested
+    if "openid" in scopes and application.algorithm != Application.RS256_ALGORITHM:
+        return None
+    try:
+        return _refresh_rotate(application, live, scopes)
+    except _RotatedConcurrently:
+        # DOT's path finds the token revoked: a reuse, which it answers as one.
+        return None
+
+
+def _refresh_rotate(application: Application, live: Any, scopes: list[str]) -> dict:
+    user = live.user
+    client_id = application.client_id
+    expires_in = int(oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
+    scope = " ".join(scopes)
+    access_token = keys.jwt_sign(
+        claims=access_token_claims(
+            client_id=client_id,
+            subject=user.public_id,
+            audience=[client_id],
+            scopes=scopes,
+            expires_in=expires_in,
+        ),
+        typ=ACCESS_TOKEN_TYPE,
+    )
+    rotated = refresh_token_generate(None)
+    body: dict[str, Any] = {
+        "access_token": access_token,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+        "scope": scope,
+        "refresh_token": rotated,
+    }
+    id_token_row = None
+    if "openid" in scopes:
+        id_token, id_token_row = _id_token(application, live, scopes, access_token)
+        body["id_token"] = id_token
+    now = timezone.now()
+    with transaction.atomic():
+        if id_token_row is not None:
+            token_row_insert(instance=id_token_row)
+        # The conditional UPDATE is the row lock and the revocation at once: of two
+        # concurrent rotations of one token exactly one goes on.
+        if not refresh_token_rotation_revoke(refresh_token_id=live.pk, now=now):
+            raise _RotatedConcurrently
+        # Its refresh token's link to it was cleared under that lock: nothing points at it.
+        access_token_row_delete(access_token_id=live.access_token_id)
+        access_row = get_access_token_model()(
+            user=user,
+            scope=scope,
+            expires=now + timedelta(seconds=expires_in),
+            id_token=id_token_row,
+            application=application,
+            source_refresh_token=live,
+            resource=[],
+        )
+        set_token_value(access_row, access_token)
+        token_row_insert(instance=access_row)
+        refresh_row = get_refresh_token_model()(
+            user=user,
+            application=application,
+            access_token=access_row,
+            token_family=live.token_family,
+            resource=[],
+        )
+        set_token_value(refresh_row, rotated)
+        token_row_insert(instance=refresh_row)
+        consent_touch(user=user, application=application)
+    # RFC 9396 §7: the token response carries the authorization details granted.
+    if live.tokenpass_authorization_details:
+        body["authorization_details"] = live.tokenpass_authorization_details
+    return body
+
+
+def _id_token(
+    application: Application, live: Any, scopes: list[str], access_token: str
+) -> tuple[str, Any]:
+    """The refreshed ID token and its unsaved row, with the claims DOT's path gives it: the
+    person's claims for the scopes, auth_time and sid of the sign-in behind the token
+    family, at_hash of the new access token."""
+    user = live.user
+    expires = timezone.now() + timedelta(seconds=oauth2_settings.ID_TOKEN_EXPIRE_SECONDS)
+    jti = str(uuid.uuid4())
+    if live.tokenpass_auth_time is not None:
+        auth_time, sid = int(live.tokenpass_auth_time), live.tokenpass_sid or ""
+    else:
+        signed_in = user.last_login or timezone.now()
+        auth_time, sid = int(signed_in.timestamp()), ""
+    claims: dict[str, Any] = {
+        "aud": application.client_id,
+        "iat": int(time.time()),
+        "at_hash": _at_hash(access_token),
+        **user_claims(user=user, scopes=scopes),
+        "iss": issuer(),
+        "exp": int(expires.timestamp()),
+        "auth_time": auth_time,
+        "jti": jti,
+    }
+    if sid:
+        claims["sid"] = sid
+    row = get_id_token_model()(
+        user=user, scope=" ".join(scopes), expires=expires, jti=jti, application=application
+    )
+    return keys.jwt_sign(claims=claims, typ="JWT"), row
