@@ -23,7 +23,7 @@ def _reachable(url: str, default_port: int) -> bool:
 def pytest_sessionstart(session: pytest.Session) -> None:
     db = settings.DATABASES["default"]
     problems = []
-    if db["ENGINE"] != "django.db.backends.postgresql":
+    if db["ENGINE"] != "config.db.postgresql":
         problems.append(f"the suite needs PostgreSQL, DATABASE_URL points at {db['ENGINE']}")
     elif not _reachable(
         f"postgres://{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}", 5432

@@ -8,6 +8,7 @@ from pathlib import Path
 import environ
 from django.utils.translation import gettext_lazy as _
 
+from config.db import engine_for
 from partners.oauth.device import device_grant_user_to_request
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -105,11 +106,13 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # Persistent connections: opening a PostgreSQL connection per request costs more than most
 # of our requests do.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-# With persistent connections Django checks a reused connection with a SELECT 1 at the start
-# of each request, so that a connection the database (or a proxy) dropped while idle costs no
-# request an error. It is one round trip per request: a deployment whose database never drops
+# With persistent connections a reused connection is checked with a SELECT 1 before a
+# request's first statement, so that a connection the database (or a proxy) dropped while idle
+# costs no request an error; our PostgreSQL backend (config/db/postgresql) skips the check for
+# a connection that was in use within the last second. A deployment whose database never drops
 # idle connections inside CONN_MAX_AGE may switch it off (docs/configuration.md).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
+DATABASES["default"]["ENGINE"] = engine_for(DATABASES["default"]["ENGINE"])
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

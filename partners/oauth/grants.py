@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from oauth2_provider.models import (
@@ -48,13 +47,7 @@ from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import hashers, keys, ratelimit
 from partners.oauth.selectors import application_for_client_id, refresh_token_live
-from partners.oauth.services import (
-    access_token_row_delete,
-    consent_touch,
-    refresh_token_rotation_revoke,
-    token_checksum,
-    token_row_insert,
-)
+from partners.oauth.services import refresh_token_rotate, token_checksum, token_row_insert
 from partners.oauth.tokens import (
     ACCESS_TOKEN_TYPE,
     access_token_claims,
@@ -278,36 +271,27 @@ def _refresh_rotate(application: Application, live: Any, scopes: list[str]) -> d
         id_token, id_token_row = _id_token(application, live, scopes, access_token)
         body["id_token"] = id_token
     now = timezone.now()
-    with transaction.atomic():
-        if id_token_row is not None:
-            token_row_insert(instance=id_token_row)
-        # The conditional UPDATE is the row lock and the revocation at once: of two
-        # concurrent rotations of one token exactly one goes on.
-        if not refresh_token_rotation_revoke(refresh_token_id=live.pk, now=now):
-            raise _RotatedConcurrently
-        # Its refresh token's link to it was cleared under that lock: nothing points at it.
-        access_token_row_delete(access_token_id=live.access_token_id)
-        access_row = get_access_token_model()(
-            user=user,
-            scope=scope,
-            expires=now + timedelta(seconds=expires_in),
-            id_token=id_token_row,
-            application=application,
-            source_refresh_token=live,
-            resource=[],
-        )
-        set_token_value(access_row, access_token)
-        token_row_insert(instance=access_row)
-        refresh_row = get_refresh_token_model()(
-            user=user,
-            application=application,
-            access_token=access_row,
-            token_family=live.token_family,
-            resource=[],
-        )
-        set_token_value(refresh_row, rotated)
-        token_row_insert(instance=refresh_row)
-        consent_touch(user=user, application=application)
+    access_row = get_access_token_model()(
+        user=user,
+        scope=scope,
+        expires=now + timedelta(seconds=expires_in),
+        application=application,
+        resource=[],
+    )
+    set_token_value(access_row, access_token)
+    refresh_row = get_refresh_token_model()(
+        user=user, application=application, token_family=live.token_family, resource=[]
+    )
+    set_token_value(refresh_row, rotated)
+    if not refresh_token_rotate(
+        previous=live,
+        application=application,
+        id_token=id_token_row,
+        access_token=access_row,
+        refresh_token=refresh_row,
+        now=now,
+    ):
+        raise _RotatedConcurrently
     # RFC 9396 §7: the token response carries the authorization details granted.
     if live.tokenpass_authorization_details:
         body["authorization_details"] = live.tokenpass_authorization_details

@@ -161,6 +161,146 @@ def consent_touch(*, user: User, application: Application) -> None:
     _run(Consent, "touch_consent", [timezone.now(), application.pk, user.pk])
 
 
+def _insert_select(model: type[Model], computed: dict[str, str], source: str) -> tuple[str, list]:
+    """``INSERT INTO <model's table> (<every column but the key>) SELECT ... FROM source``:
+    the columns named in ``computed`` take that SQL, the others a parameter each, in the
+    order of the returned fields."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = [f for f in meta.concrete_fields if f is not meta.pk]
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = ", ".join(computed.get(f.name, "%s") for f in fields)
+    # Only quoted table and column names from the model, and our own SQL, go into the text.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {values} "  # noqa: S608
+        f"FROM {source} RETURNING {quote(meta.pk.column)}"
+    )
+    return sql, [f for f in fields if f.name not in computed]
+
+
+@functools.cache
+def _rotation_statement(*, with_id_token: bool) -> tuple[str, tuple[list, list, list]]:
+    """The refresh grant's writes as one PostgreSQL statement (data-modifying WITH queries):
+    revoke the presented refresh token unless it was revoked already, delete its access token,
+    insert the ID token, access token and rotated refresh token, touch the consent. Everything
+    after the revocation selects from its result, so a token that another request rotated
+    first writes nothing. One round trip and its own transaction, where the statements one by
+    one took eight round trips with BEGIN and COMMIT. Returns the text and, per inserted
+    model, the fields whose values are parameters."""
+    quote = connection.ops.quote_name
+    refresh, access = get_refresh_token_model(), get_access_token_model()
+    rt, at, consent = refresh._meta, access._meta, Consent._meta
+
+    def column(meta: Any, name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    id_sql, id_fields = _insert_select(get_id_token_model(), {}, "revoked")
+    access_sql, access_fields = _insert_select(
+        access,
+        {
+            "source_refresh_token": f"revoked.{quote(rt.pk.column)}",
+            "id_token": (
+                f"(SELECT {quote(get_id_token_model()._meta.pk.column)} FROM idt)"  # noqa: S608
+                if with_id_token
+                else "NULL"
+            ),
+        },
+        "revoked",
+    )
+    refresh_sql, refresh_fields = _insert_select(
+        refresh, {"access_token": f"acc.{quote(at.pk.column)}"}, "acc"
+    )
+    parts = [
+        f"revoked AS (UPDATE {quote(rt.db_table)} SET {column(rt, 'revoked')} = %s, "  # noqa: S608
+        f"{column(rt, 'updated')} = %s, {column(rt, 'access_token')} = NULL "
+        f"WHERE {quote(rt.pk.column)} = %s AND {column(rt, 'revoked')} IS NULL "
+        f"RETURNING {quote(rt.pk.column)})",
+        f"dropped AS (DELETE FROM {quote(at.db_table)} WHERE {quote(at.pk.column)} = %s "  # noqa: S608
+        "AND EXISTS (SELECT 1 FROM revoked))",
+    ]
+    if with_id_token:
+        parts.append(f"idt AS ({id_sql})")
+    parts += [
+        f"acc AS ({access_sql})",
+        f"fresh AS ({refresh_sql})",
+        f"touched AS (UPDATE {quote(consent.db_table)} SET {column(consent, 'last_used_at')} = %s "  # noqa: S608
+        f"WHERE {column(consent, 'application')} = %s AND {column(consent, 'user')} = %s "
+        "AND EXISTS (SELECT 1 FROM fresh))",
+    ]
+    sql = "WITH " + ",\n".join(parts) + "\nSELECT COUNT(*) FROM fresh"
+    return sql, (id_fields if with_id_token else [], access_fields, refresh_fields)
+
+
+def refresh_token_rotate(
+    *,
+    previous: Any,
+    application: Application,
+    id_token: Model | None,
+    access_token: Model,
+    refresh_token: Model,
+    now: datetime,
+) -> bool:
+    """Rotate ``previous`` (a live refresh token, read with its access token): revoke it and
+    delete its access token, store the new ID token (if any), access token and refresh token
+    (unsaved instances whose links to one another are made here) and note in the consent that
+    the app was just used. All or nothing; False, with nothing written, when another request
+    revoked ``previous`` first: of two concurrent rotations of one token exactly one gets
+    True."""
+    user = previous.user
+    target = connections[router.db_for_write(type(refresh_token))]
+    if target.vendor != "postgresql":
+        return _refresh_token_rotate_stepwise(
+            previous=previous,
+            application=application,
+            id_token=id_token,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            now=now,
+        )
+    sql, (id_fields, access_fields, refresh_fields) = _rotation_statement(
+        with_id_token=id_token is not None
+    )
+
+    def values(instance: Model | None, fields: list) -> list:
+        return [f.get_db_prep_save(f.pre_save(instance, True), connection=target) for f in fields]
+
+    params = [now, now, previous.pk, previous.access_token_id]
+    params += values(id_token, id_fields)
+    params += values(access_token, access_fields)
+    params += values(refresh_token, refresh_fields)
+    params += [now, application.pk, user.pk]
+    with target.cursor() as cursor:
+        cursor.execute(sql, params)
+        return bool(cursor.fetchone()[0])
+
+
+def _refresh_token_rotate_stepwise(
+    *,
+    previous: Any,
+    application: Application,
+    id_token: Model | None,
+    access_token: Any,
+    refresh_token: Any,
+    now: datetime,
+) -> bool:
+    """refresh_token_rotate, one statement at a time (databases without data-modifying WITH
+    queries, such as the SQLite of the demo)."""
+    with transaction.atomic():
+        if id_token is not None:
+            token_row_insert(instance=id_token)
+        if not refresh_token_rotation_revoke(refresh_token_id=previous.pk, now=now):
+            transaction.set_rollback(True)
+            return False
+        access_token_row_delete(access_token_id=previous.access_token_id)
+        access_token.id_token = id_token
+        access_token.source_refresh_token = previous
+        token_row_insert(instance=access_token)
+        refresh_token.access_token = access_token
+        token_row_insert(instance=refresh_token)
+        consent_touch(user=previous.user, application=application)
+    return True
+
+
 def user_app_tokens_revoke(*, user: User, application: Application) -> int:
     """Revoke every token and pending code this app holds for the person, at once.
     Returns how many access and refresh tokens died."""

@@ -142,7 +142,9 @@ def test_app_authorized_still_carries_the_stored_token_to_receivers(cc_app):
     assert received[0].token_checksum == token_checksum(response.json()["access_token"])
 
 
-def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain):
+@pytest.mark.parametrize("fast_path", [False, True], ids=["DOT's path", "fast path"])
+def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, settings, fast_path):
+    settings.OAUTH_FAST_TOKEN_GRANTS = fast_path
     app, secret, user, raw = chain
     first = refresh(app, secret, raw)
     assert first.status_code == 200, first.content
@@ -151,15 +153,25 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain):
     assert second.status_code == 200, second.content
     body = second.json()
     sent = statements(captured.captured_queries)
-    # the app; the live refresh token with its access token, person, app and auth_time; then
-    # the ID token, the old refresh token's revocation, the old access token's deletion, the
-    # new access and refresh tokens, and consent's last-used time
-    assert len(sent) == 8, sent
-    # the ID token row is written (in the rotation's transaction) before the access token
-    # that points at it
-    writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
-    id_insert = next(i for i in writes if "oauth2_provider_idtoken" in sent[i])
-    assert all(i > id_insert for i in writes if "oauth2_provider_accesstoken" in sent[i][:60])
+    if fast_path:
+        # the app; the live refresh token with its access token, person and sign-in; then
+        # every write in one statement, its own transaction
+        assert len(sent) == 3, sent
+        write = sent[2]
+        assert write.startswith("WITH revoked AS (UPDATE") and "partners_consent" in write
+        assert write.index("oauth2_provider_idtoken") < write.index(
+            'INSERT INTO "oauth2_provider_accesstoken"'
+        )
+    else:
+        # the app; the live refresh token with its access token, person and sign-in; then
+        # the ID token, the old refresh token's revocation, the old access token's deletion,
+        # the new access and refresh tokens, and consent's last-used time
+        assert len(sent) == 8, sent
+        # the ID token row is written (in the rotation's transaction) before the access
+        # token that points at it
+        writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
+        id_insert = next(i for i in writes if "oauth2_provider_idtoken" in sent[i])
+        assert all(i > id_insert for i in writes if "oauth2_provider_accesstoken" in sent[i][:60])
     access = AccessToken.objects.get(token_checksum=token_checksum(body["access_token"]))
     assert access.id_token is not None and access.id_token.user_id == user.pk
     assert access.user_id == user.pk and access.application_id == app.pk
