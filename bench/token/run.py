@@ -2,12 +2,15 @@
 beside panva's oidc-provider (Node.js), both on this machine's PostgreSQL.
 
     .venv/bin/python bench/token/run.py [--seconds 5] [--rounds 3] [--clients 8]
-                                        [--only tokenpass floor node] [--node-token-format jwt|opaque]
+                                        [--only tokenpass floor django-floor node] [--node-token-format jwt|opaque]
 
 A third server, the Python floor (bench/token/floor.py), is a bare WSGI token endpoint under
 the same gunicorn settings that does only the work every Tokenpass grant must do (client
 lookup and keyed-hash check, RS256 signing, the token rows): it shows how much of the distance
-to oidc-provider belongs to Python and gunicorn, and how much to Django, DOT and oauthlib.
+to oidc-provider belongs to Python and gunicorn, and how much to Django, DOT and oauthlib. A
+fourth, the Django floor (bench/token/django_floor.py), is Tokenpass's own Django stack whose
+token endpoint answers a fixed response without doing a grant: what a request costs in Django
+under gunicorn before any work.
 
 Two grants are measured on each server: client credentials (a partner's server asks for a
 token for itself) and refresh token (an app renews a user's token; the refresh token rotates
@@ -396,6 +399,33 @@ def start_floor(
     )
 
 
+def start_django_floor(
+    workdir: Path, workers: int, chains: int, cc_scope: str
+) -> tuple[subprocess.Popen, Target]:
+    """Tokenpass's Django stack answering a fixed token response (django_floor.py)."""
+    env = tokenpass_env(workdir / "oidc-keys-django-floor.json")
+    port = free_port()
+    server = start_gunicorn(
+        "django_floor:application",
+        port=port,
+        workers=workers,
+        env=env,
+        python_path=Path(__file__).resolve().parent,
+    )
+    wait_for_http(port, "/healthz")
+    return server, Target(
+        name="Django floor",
+        port=port,
+        token_path="/o/token/",
+        cc_client_id="django-floor",
+        web_client_id="django-floor",
+        secret=CLIENT_SECRET,
+        cc_scope=cc_scope,
+        refresh_tokens=["r" * 43] * chains,
+        root_pid=server.pid,
+    )
+
+
 def start_node(
     workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str, token_format: str
 ) -> tuple[subprocess.Popen, Target]:
@@ -481,7 +511,9 @@ def bench_all(starters: dict, args: argparse.Namespace) -> dict[str, dict[str, R
 RATIO_PAIRS = (
     ("Tokenpass", "oidc-provider"),
     ("Python floor", "oidc-provider"),
+    ("Django floor", "oidc-provider"),
     ("Tokenpass", "Python floor"),
+    ("Tokenpass", "Django floor"),
 )
 GRANTS = (("client_credentials", "client credentials"), ("refresh_token", "refresh token"))
 
@@ -568,8 +600,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["tokenpass", "floor", "node"],
-        help="run only these servers (default: all three)",
+        choices=["tokenpass", "floor", "django-floor", "node"],
+        help="run only these servers (default: all four)",
     )
     parser.add_argument(
         "--token-path", default="", help="Tokenpass token endpoint (default: from discovery)"
@@ -593,7 +625,7 @@ def main() -> None:
     with lock, tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
         workdir = Path(tmp)
         starters = {}
-        only = set(args.only or ["tokenpass", "floor", "node"])
+        only = set(args.only or ["tokenpass", "floor", "django-floor", "node"])
         if "tokenpass" in only:
             starters[f"Tokenpass under gunicorn ({args.workers} workers)"] = lambda: (
                 start_tokenpass(
@@ -608,6 +640,10 @@ def main() -> None:
         if "floor" in only:
             starters[f"Python floor under gunicorn ({args.workers} workers)"] = lambda: start_floor(
                 workdir, args.workers, chains, args.cc_scope, args.refresh_scope
+            )
+        if "django-floor" in only:
+            starters[f"Django floor under gunicorn ({args.workers} workers)"] = lambda: (
+                start_django_floor(workdir, args.workers, chains, args.cc_scope)
             )
         if "node" in only:
             starters[f"oidc-provider under node ({args.node_workers} workers)"] = lambda: (
