@@ -46,7 +46,7 @@ from oauth2_provider.signals import app_authorized
 from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import hashers, keys, ratelimit
-from partners.oauth.selectors import application_for_client_id, refresh_token_live
+from partners.oauth.selectors import application_and_refresh_token, application_for_client_id
 from partners.oauth.services import refresh_token_rotate, token_checksum, token_row_insert
 from partners.oauth.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -90,13 +90,21 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
     grant_type = params.get("grant_type", "")
     if grant_type not in _PARAMETERS or not params.keys() <= _PARAMETERS[grant_type]:
         return None
-    application = _client_authenticated(request, params)
-    if application is None or not application.allows_grant_type(_APP_GRANT[grant_type]):
+    presented = params.get("refresh_token", "")
+    if grant_type == REFRESH_TOKEN and not presented:
+        return None
+    authenticated = _client_authenticated(
+        request, params, refresh_checksum=token_checksum(presented) if presented else None
+    )
+    if authenticated is None:
+        return None
+    application, live = authenticated
+    if not application.allows_grant_type(_APP_GRANT[grant_type]):
         return None
     if grant_type == CLIENT_CREDENTIALS:
         body = _client_credentials(application, params)
     else:
-        body = _refresh(application, params)
+        body = _refresh(application, live, params)
     if body is None:
         return None
     response = HttpResponse(json.dumps(body), content_type="application/json")
@@ -121,9 +129,13 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def _client_authenticated(request: HttpRequest, params: dict[str, str]) -> Application | None:
+def _client_authenticated(
+    request: HttpRequest, params: dict[str, str], *, refresh_checksum: str | None
+) -> tuple[Application, Any] | None:
     """The confidential app whose secret the request presents, if it is usable and not
-    rate limited; None otherwise (DOT's path then counts the failure and answers)."""
+    rate limited; None otherwise (DOT's path then counts the failure and answers). With a
+    refresh token's checksum, the live refresh token with that checksum (or None) is read in
+    the same query and returned beside the app."""
     authorization = request.META.get("HTTP_AUTHORIZATION")
     if authorization is not None:
         credentials = _basic_credentials(authorization)
@@ -139,7 +151,13 @@ def _client_authenticated(request: HttpRequest, params: dict[str, str]) -> Appli
         return None
     if ratelimit.client_auth_blocked(client_id=client_id, ip=request.META.get("REMOTE_ADDR")):
         return None
-    application = application_for_client_id(client_id=client_id)
+    live = None
+    if refresh_checksum is None:
+        application = application_for_client_id(client_id=client_id)
+    else:
+        application, live = application_and_refresh_token(
+            client_id=client_id, checksum=refresh_checksum
+        )
     if (
         application is None
         or application.client_id != client_id
@@ -149,7 +167,7 @@ def _client_authenticated(request: HttpRequest, params: dict[str, str]) -> Appli
         or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
     ):
         return None
-    return application
+    return application, live
 
 
 def _scopes_requested(params: dict[str, str]) -> list[str] | None:
@@ -210,11 +228,7 @@ class _RotatedConcurrently(Exception):
     """Another request rotated the refresh token between our read and our write."""
 
 
-def _refresh(application: Application, params: dict[str, str]) -> dict | None:
-    presented = params.get("refresh_token", "")
-    if not presented:
-        return None
-    live = refresh_token_live(checksum=token_checksum(presented))
+def _refresh(application: Application, live: Any, params: dict[str, str]) -> dict | None:
     if (
         live is None
         or live.application_id != application.pk

@@ -55,11 +55,9 @@ class _Columns:
         )
 
 
-@functools.cache
-def _client_lookup_sql() -> tuple[str, tuple[_Columns, ...]]:
-    """The app by client_id, with its partner and its review, in one statement. Written out
-    once per process: the ORM compiles the same select_related query (fifty columns of three
-    tables) anew on every call, which was a third of a grant's CPU time."""
+def _client_from() -> tuple[tuple[_Columns, ...], str, str]:
+    """The app with its partner and review: the parts, their select list and the FROM
+    clause (the app is ``a``)."""
     quote = connection.ops.quote_name
     parts = (
         _Columns.of(Application, "a"),
@@ -67,18 +65,26 @@ def _client_lookup_sql() -> tuple[str, tuple[_Columns, ...]]:
         _Columns.of(ApplicationReview, "r"),
     )
     meta, partner, review = Application._meta, Partner._meta, ApplicationReview._meta
-    # Only quoted table and column names from the models go into the text; the client_id
-    # is a query parameter.
-    sql = (
-        f"SELECT {', '.join(part.select_list() for part in parts)} "  # noqa: S608
+    source = (
         f"FROM {quote(meta.db_table)} a "
         f"LEFT JOIN {quote(partner.db_table)} p "
         f"ON p.{quote(partner.pk.column)} = a.{quote(meta.get_field('partner').column)} "
         f"LEFT JOIN {quote(review.db_table)} r "
-        f"ON r.{quote(review.get_field('application').column)} = a.{quote(meta.pk.column)} "
-        f"WHERE a.{quote(meta.get_field('client_id').column)} = %s"
+        f"ON r.{quote(review.get_field('application').column)} = a.{quote(meta.pk.column)}"
     )
-    return sql, parts
+    return parts, ", ".join(part.select_list() for part in parts), source
+
+
+@functools.cache
+def _client_lookup_sql() -> tuple[str, tuple[_Columns, ...]]:
+    """The app by client_id, with its partner and its review, in one statement. Written out
+    once per process: the ORM compiles the same select_related query (fifty columns of three
+    tables) anew on every call, which was a third of a grant's CPU time."""
+    parts, columns, source = _client_from()
+    client_id = connection.ops.quote_name(Application._meta.get_field("client_id").column)
+    # Only quoted table and column names from the models go into the text; the client_id
+    # is a query parameter.
+    return f"SELECT {columns} {source} WHERE a.{client_id} = %s", parts
 
 
 def application_for_client_id(*, client_id: str) -> Application | None:
@@ -91,6 +97,10 @@ def application_for_client_id(*, client_id: str) -> Application | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    return _application(row, parts)
+
+
+def _application(row: Sequence[Any], parts: Sequence[_Columns]) -> Application:
     application, partner, review = _instances(row, parts)
     Application._meta.get_field("partner").set_cached_value(application, partner)
     Application.review.related.set_cached_value(application, review)
@@ -107,8 +117,10 @@ def _instances(row: Sequence[Any], parts: Sequence[_Columns]) -> list[Any]:
     return found
 
 
-@functools.cache
-def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
+def _live_refresh_token_parts() -> tuple[tuple[_Columns, ...], str, str]:
+    """The live refresh token ``rt`` with its access token, its person and the sign-in of its
+    family's first authorization code: the parts, the select list (the parts' columns, then
+    auth_time, sid and the authorization details as text) and the joins after ``rt``."""
     refresh_model, access_model = get_refresh_token_model(), get_access_token_model()
     parts = (
         _Columns.of(refresh_model, "rt"),
@@ -121,25 +133,57 @@ def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
     def column(meta: Any, name: str) -> str:
         return quote(meta.get_field(name).column)
 
-    # Only quoted table and column names from the models go into the text; the checksum is a
-    # query parameter.
-    sql = (
-        f"SELECT {', '.join(part.select_list() for part in parts)}, "  # noqa: S608
+    columns = (
+        f"{', '.join(part.select_list() for part in parts)}, "
         f"c.{column(code, 'auth_time')}, c.{column(code, 'sid')}, "
-        f"CAST(c.{column(code, 'authorization_details')} AS TEXT) "
-        f"FROM {quote(refresh.db_table)} rt "
-        f"LEFT JOIN {quote(access.db_table)} acc "
+        f"CAST(c.{column(code, 'authorization_details')} AS TEXT)"
+    )
+    joins = (
+        f"LEFT JOIN {quote(access.db_table)} acc "  # noqa: S608
         f"ON acc.{quote(access.pk.column)} = rt.{column(refresh, 'access_token')} "
         f"LEFT JOIN {quote(User._meta.db_table)} usr "
         f"ON usr.{quote(User._meta.pk.column)} = rt.{column(refresh, 'user')} "
         # The family's first authorization code: when and where the person signed in.
         f"LEFT JOIN {quote(code.db_table)} c ON c.{quote(code.pk.column)} = ("
         f"SELECT MIN(f.{quote(code.pk.column)}) FROM {quote(code.db_table)} f "
-        f"WHERE f.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')}) "
-        f"WHERE rt.{column(refresh, 'token_checksum')} = %s "
-        f"AND rt.{column(refresh, 'revoked')} IS NULL LIMIT 1"
+        f"WHERE f.{column(code, 'token_family')} = rt.{column(refresh, 'token_family')})"
+    )
+    return parts, columns, joins
+
+
+def _live_refresh_condition() -> str:
+    quote = connection.ops.quote_name
+    refresh = get_refresh_token_model()._meta
+    checksum = quote(refresh.get_field("token_checksum").column)
+    revoked = quote(refresh.get_field("revoked").column)
+    return f"rt.{checksum} = %s AND rt.{revoked} IS NULL"
+
+
+@functools.cache
+def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
+    parts, columns, joins = _live_refresh_token_parts()
+    table = connection.ops.quote_name(get_refresh_token_model()._meta.db_table)
+    # Only quoted table and column names from the models go into the text; the checksum is a
+    # query parameter.
+    sql = (
+        f"SELECT {columns} FROM {table} rt {joins} "  # noqa: S608
+        f"WHERE {_live_refresh_condition()} LIMIT 1"
     )
     return sql, parts
+
+
+def _refresh_token(row: Sequence[Any], parts: Sequence[_Columns]) -> Any:
+    """The live refresh token (or None) from its slice of a row (its parts' columns, then
+    auth_time, sid and authorization details)."""
+    token, access_token, user = _instances(row[:-3], parts)
+    if token is None:
+        return None
+    refresh_model = type(token)
+    refresh_model._meta.get_field("access_token").set_cached_value(token, access_token)
+    refresh_model._meta.get_field("user").set_cached_value(token, user)
+    token.tokenpass_auth_time, token.tokenpass_sid, details = row[-3:]
+    token.tokenpass_authorization_details = json.loads(details) if details else None
+    return token
 
 
 def refresh_token_live(*, checksum: str) -> Any:
@@ -155,13 +199,38 @@ def refresh_token_live(*, checksum: str) -> Any:
         row = cursor.fetchone()
     if row is None:
         return None
-    token, access_token, user = _instances(row[:-3], parts)
-    refresh_model = type(token)
-    refresh_model._meta.get_field("access_token").set_cached_value(token, access_token)
-    refresh_model._meta.get_field("user").set_cached_value(token, user)
-    token.tokenpass_auth_time, token.tokenpass_sid, details = row[-3:]
-    token.tokenpass_authorization_details = json.loads(details) if details else None
-    return token
+    return _refresh_token(row, parts)
+
+
+@functools.cache
+def _client_and_refresh_token_sql() -> tuple[str, tuple[_Columns, ...], tuple[_Columns, ...]]:
+    client_parts, client_columns, source = _client_from()
+    refresh_parts, refresh_columns, joins = _live_refresh_token_parts()
+    quote = connection.ops.quote_name
+    table = quote(get_refresh_token_model()._meta.db_table)
+    client_id = quote(Application._meta.get_field("client_id").column)
+    # Only quoted table and column names from the models go into the text; the checksum and
+    # the client_id are query parameters, in that order.
+    sql = (
+        f"SELECT {client_columns}, {refresh_columns} {source} "
+        f"LEFT JOIN {table} rt ON {_live_refresh_condition()} {joins} "
+        f"WHERE a.{client_id} = %s"
+    )
+    return sql, client_parts, refresh_parts
+
+
+def application_and_refresh_token(*, client_id: str, checksum: str) -> tuple[Any, Any]:
+    """application_for_client_id and refresh_token_live in one query (the refresh grant's
+    reads in one round trip): (app or None, live refresh token or None). The token is found
+    by its checksum whichever app it belongs to: compare its application_id."""
+    sql, client_parts, refresh_parts = _client_and_refresh_token_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [checksum, client_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    width = sum(len(part.fields) for part in client_parts)
+    return _application(row[:width], client_parts), _refresh_token(row[width:], refresh_parts)
 
 
 def consent_covers(*, user: User, application: Application, scopes: Iterable[str]) -> bool:

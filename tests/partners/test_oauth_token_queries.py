@@ -154,10 +154,10 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, setti
     body = second.json()
     sent = statements(captured.captured_queries)
     if fast_path:
-        # the app; the live refresh token with its access token, person and sign-in; then
+        # the app with the live refresh token, its access token, person and sign-in; then
         # every write in one statement, its own transaction
-        assert len(sent) == 3, sent
-        write = sent[2]
+        assert len(sent) == 2, sent
+        write = sent[1]
         assert write.startswith("WITH revoked AS (UPDATE") and "partners_consent" in write
         assert write.index("oauth2_provider_idtoken") < write.index(
             'INSERT INTO "oauth2_provider_accesstoken"'
@@ -229,17 +229,17 @@ def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(
         rotate_elsewhere()
         return valid
 
-    live = grants.refresh_token_live
+    read = grants.application_and_refresh_token
 
-    def read_then_lose_the_race(*, checksum):
-        found = live(checksum=checksum)
+    def read_then_lose_the_race(*, client_id, checksum):
+        found = read(client_id=client_id, checksum=checksum)
         rotate_elsewhere()
         return found
 
     monkeypatch.setattr(
         TokenpassOAuth2Validator, "validate_refresh_token", validate_then_lose_the_race
     )
-    monkeypatch.setattr(grants, "refresh_token_live", read_then_lose_the_race)
+    monkeypatch.setattr(grants, "application_and_refresh_token", read_then_lose_the_race)
     response = refresh(app, secret, raw)
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/json"
