@@ -465,3 +465,20 @@ def test_concurrent_rotations_of_one_token_give_one_winner_and_revoke_the_family
     assert all(a.json()["error"] == "invalid_grant" for a in refused)
     assert not RefreshToken.objects.filter(application=setup.app, revoked__isnull=True).exists()
     assert AuditEvent.objects.filter(user=setup.user, action=AuditEvent.Action.TOKEN_REUSE).exists()
+
+
+@pytest.mark.parametrize("case", ["openid profile email", "without openid: no ID token"])
+def test_refresh_writes_one_statement_at_a_time_give_the_same_rows(
+    case, signed_in_chain, monkeypatch
+):
+    """The writes as databases without data-modifying WITH queries run them (the SQLite of
+    the demo), here on PostgreSQL: the same answer and rows as DOT's path."""
+    from partners.oauth import services
+
+    def stepwise(**kwargs):
+        return services._refresh_token_rotate_stepwise(**kwargs)
+
+    monkeypatch.setattr(grants, "refresh_token_rotate", stepwise)
+    overrides, _ = REFRESH_CASES[case]
+    answer, fast = both_paths(lambda: signed_in_chain(**overrides), monkeypatch)
+    assert fast and answer["status"] == 200
