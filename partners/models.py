@@ -233,6 +233,25 @@ class AuthorizationCode(models.Model):
         return f"Authorization code #{self.pk}"
 
 
+class ClientAuthFailures(models.Model):
+    """Failed client authentications at the token, introspection and revocation endpoints
+    for one client_id and client address, in the current window (partners/oauth/ratelimit.py).
+    Kept in the database, beside the app row that every client authentication reads anyway:
+    the token endpoint reads the count in the same query as the app."""
+
+    # SHA-256 of "client_id|address": neither is stored in clear.
+    key = models.CharField(max_length=64, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    window_ends = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("client authentication failures")
+        verbose_name_plural = _("client authentication failures")
+
+    def __str__(self) -> str:
+        return f"{self.failures} failures until {self.window_ends:%Y-%m-%d %H:%M}"
+
+
 # Back-channel logout deliveries live in their own module; imported here so Django sees them.
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery  # noqa: E402, F401
 

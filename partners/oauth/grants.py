@@ -46,7 +46,7 @@ from oauth2_provider.signals import app_authorized
 from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import hashers, keys, ratelimit
-from partners.oauth.selectors import application_and_refresh_token, application_for_client_id
+from partners.oauth.selectors import client_authentication_read
 from partners.oauth.services import refresh_token_rotate, token_checksum, token_row_insert
 from partners.oauth.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -149,15 +149,14 @@ def _client_authenticated(
         client_id, secret = params.get("client_id", ""), params.get("client_secret", "")
     if not client_id or not secret or "\x00" in client_id:
         return None
-    if ratelimit.client_auth_blocked(client_id=client_id, ip=request.META.get("REMOTE_ADDR")):
+    read = client_authentication_read(
+        client_id=client_id,
+        failure_key=ratelimit.failure_key(client_id=client_id, ip=request.META.get("REMOTE_ADDR")),
+        refresh_checksum=refresh_checksum,
+    )
+    application = read.application
+    if ratelimit.failures_block(read.failures):
         return None
-    live = None
-    if refresh_checksum is None:
-        application = application_for_client_id(client_id=client_id)
-    else:
-        application, live = application_and_refresh_token(
-            client_id=client_id, checksum=refresh_checksum
-        )
     if (
         application is None
         or application.client_id != client_id
@@ -167,7 +166,7 @@ def _client_authenticated(
         or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
     ):
         return None
-    return application, live
+    return application, read.refresh_token
 
 
 def _scopes_requested(params: dict[str, str]) -> list[str] | None:

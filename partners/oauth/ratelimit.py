@@ -1,22 +1,32 @@
-"""Client authentication failures, counted per client_id and IP address in the cache.
+"""Client authentication failures, counted per client_id and IP address.
 
 A partner whose secret leaked to a guessing script, or a script guessing one, is refused for
 the window once the limit is reached, with the correct secret too (so a guess that happens to
-be right is not told apart)."""
+be right is not told apart).
+
+The counts are rows of partners.ClientAuthFailures in the database every worker and host
+shares, not cache entries: the token endpoint's fast path (partners/oauth/grants.py) reads a
+count in the query that reads the app, where a cache would cost every grant a round trip of
+its own. Only failures write. ``manage.py oauth_cleanup`` deletes windows that have ended."""
 
 import base64
 import binascii
+import functools
 import hashlib
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import connections, router
+from django.utils import timezone
+
+from partners.models import ClientAuthFailures
 
 
-def _key(client_id: str, ip: str | None) -> str:
-    digest = hashlib.sha256(f"{client_id}|{ip or '-'}".encode()).hexdigest()[:32]
-    return f"oauth:client-auth-failures:{digest}"
+def failure_key(*, client_id: str, ip: str | None) -> str:
+    """The row key of one client_id and address: a SHA-256, so neither is stored."""
+    return hashlib.sha256(f"{client_id}|{ip or '-'}".encode()).hexdigest()
 
 
 def presented_client_id(*, authorization: str | None, body_client_id: str | None) -> str:
@@ -30,21 +40,61 @@ def presented_client_id(*, authorization: str | None, body_client_id: str | None
     return body_client_id or ""
 
 
+def failures_block(failures: int | None) -> bool:
+    """Whether this many failures in the current window refuse the pair."""
+    return (failures or 0) >= settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT
+
+
 def client_auth_blocked(*, client_id: str, ip: str | None) -> bool:
-    return int(cache.get(_key(client_id, ip), 0)) >= settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT
+    failures = (
+        ClientAuthFailures.objects.filter(
+            key=failure_key(client_id=client_id, ip=ip), window_ends__gt=timezone.now()
+        )
+        .values_list("failures", flat=True)
+        .first()
+    )
+    return failures_block(failures)
+
+
+@functools.cache
+def _record_statement() -> str:
+    """One upsert: a new window, or one more failure in the current one."""
+    meta: Any = ClientAuthFailures._meta
+    connection = connections[router.db_for_write(ClientAuthFailures)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    key, failures, ends = (
+        quote(meta.get_field(name).column) for name in ("key", "failures", "window_ends")
+    )
+    # PostgreSQL and SQLite both read this upsert; only quoted names go into the text.
+    return (
+        f"INSERT INTO {table} ({key}, {failures}, {ends}) VALUES (%s, 1, %s) "  # noqa: S608
+        f"ON CONFLICT ({key}) DO UPDATE SET "
+        f"{failures} = CASE WHEN {table}.{ends} > %s THEN {table}.{failures} + 1 ELSE 1 END, "
+        f"{ends} = CASE WHEN {table}.{ends} > %s THEN {table}.{ends} ELSE excluded.{ends} END "
+        f"RETURNING {failures}"
+    )
 
 
 def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
     """Count one failure; returns the count in the current window."""
-    key = _key(client_id, ip)
-    window = settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW
-    if cache.add(key, 1, timeout=window):
-        return 1
-    try:
-        return int(cache.incr(key))
-    except ValueError:
-        cache.set(key, 1, timeout=window)
-        return 1
+    connection = connections[router.db_for_write(ClientAuthFailures)]
+    now = timezone.now()
+    ends = now + timedelta(seconds=settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW)
+    params: list[Any] = [failure_key(client_id=client_id, ip=ip), ends, now, now]
+    prepared = [
+        connection.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p
+        for p in params
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_record_statement(), prepared)
+        return int(cursor.fetchone()[0])
+
+
+def client_auth_failures_prune() -> int:
+    """Delete the windows that have ended; returns how many."""
+    deleted, _ = ClientAuthFailures.objects.filter(window_ends__lte=timezone.now()).delete()
+    return deleted
 
 
 def oauthlib_client_id(request: Any) -> str:

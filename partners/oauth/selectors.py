@@ -9,11 +9,19 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Field, Max, Model
+from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 from oauth2_provider.scopes import get_scopes_backend
 
 from accounts.models import User
-from partners.models import Application, ApplicationReview, AuthorizationCode, Consent, Partner
+from partners.models import (
+    Application,
+    ApplicationReview,
+    AuthorizationCode,
+    ClientAuthFailures,
+    Consent,
+    Partner,
+)
 
 
 @dataclass(frozen=True)
@@ -202,35 +210,76 @@ def refresh_token_live(*, checksum: str) -> Any:
     return _refresh_token(row, parts)
 
 
-@functools.cache
-def _client_and_refresh_token_sql() -> tuple[str, tuple[_Columns, ...], tuple[_Columns, ...]]:
-    client_parts, client_columns, source = _client_from()
-    refresh_parts, refresh_columns, joins = _live_refresh_token_parts()
+def _failures_join() -> str:
+    """The failure count of the presented client_id and address in its current window (``fl``;
+    parameters: the key and the time now)."""
     quote = connection.ops.quote_name
-    table = quote(get_refresh_token_model()._meta.db_table)
+    meta = ClientAuthFailures._meta
+    key, ends = quote(meta.get_field("key").column), quote(meta.get_field("window_ends").column)
+    return f"LEFT JOIN {quote(meta.db_table)} fl ON fl.{key} = %s AND fl.{ends} > %s"
+
+
+def _failures_column() -> str:
+    return "fl." + connection.ops.quote_name(ClientAuthFailures._meta.get_field("failures").column)
+
+
+@functools.cache
+def _authentication_sql(*, with_refresh_token: bool) -> tuple[str, tuple, tuple]:
+    client_parts, client_columns, source = _client_from()
+    quote = connection.ops.quote_name
     client_id = quote(Application._meta.get_field("client_id").column)
-    # Only quoted table and column names from the models go into the text; the checksum and
-    # the client_id are query parameters, in that order.
-    sql = (
-        f"SELECT {client_columns}, {refresh_columns} {source} "
-        f"LEFT JOIN {table} rt ON {_live_refresh_condition()} {joins} "
-        f"WHERE a.{client_id} = %s"
-    )
+    columns = f"{client_columns}, {_failures_column()}"
+    joins = _failures_join()
+    refresh_parts: tuple[_Columns, ...] = ()
+    if with_refresh_token:
+        refresh_parts, refresh_columns, refresh_joins = _live_refresh_token_parts()
+        table = quote(get_refresh_token_model()._meta.db_table)
+        columns += f", {refresh_columns}"
+        joins += f" LEFT JOIN {table} rt ON {_live_refresh_condition()} {refresh_joins}"
+    # Only quoted table and column names from the models go into the text; the failure key,
+    # the time, the checksum and the client_id are query parameters, in that order.
+    sql = f"SELECT {columns} {source} {joins} WHERE a.{client_id} = %s"
     return sql, client_parts, refresh_parts
 
 
-def application_and_refresh_token(*, client_id: str, checksum: str) -> tuple[Any, Any]:
-    """application_for_client_id and refresh_token_live in one query (the refresh grant's
-    reads in one round trip): (app or None, live refresh token or None). The token is found
-    by its checksum whichever app it belongs to: compare its application_id."""
-    sql, client_parts, refresh_parts = _client_and_refresh_token_sql()
+@dataclass(frozen=True)
+class ClientAuthentication:
+    """What authenticating a client at the token endpoint reads, in one query."""
+
+    application: Application | None
+    # Failed authentications of this client_id from this address in the current window.
+    failures: int
+    # The live refresh token asked for (whichever app holds it), or None.
+    refresh_token: Any = None
+
+
+def client_authentication_read(
+    *, client_id: str, failure_key: str, refresh_checksum: str | None = None
+) -> ClientAuthentication:
+    """The app with this client_id (with its partner and review, as
+    application_for_client_id), the failure count of ``failure_key``, and with a refresh
+    token's checksum the live refresh token (as refresh_token_live), in one query."""
+    sql, client_parts, refresh_parts = _authentication_sql(
+        with_refresh_token=refresh_checksum is not None
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params: list[Any] = [failure_key, now]
+    if refresh_checksum is not None:
+        params.append(refresh_checksum)
+    params.append(client_id)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [checksum, client_id])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
-        return None, None
+        return ClientAuthentication(application=None, failures=0)
     width = sum(len(part.fields) for part in client_parts)
-    return _application(row[:width], client_parts), _refresh_token(row[width:], refresh_parts)
+    return ClientAuthentication(
+        application=_application(row[:width], client_parts),
+        failures=int(row[width] or 0),
+        refresh_token=(
+            _refresh_token(row[width + 1 :], refresh_parts) if refresh_checksum else None
+        ),
+    )
 
 
 def consent_covers(*, user: User, application: Application, scopes: Iterable[str]) -> bool:

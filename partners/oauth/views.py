@@ -461,8 +461,21 @@ def _client_auth_retry_after(response: HttpResponse) -> HttpResponse:
     return response
 
 
+# Token endpoint parameters that are secrets: kept out of error reports (the Authorization
+# header is, by Django's own filter).
+SECRET_TOKEN_PARAMETERS = (
+    "client_secret",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "device_code",
+    "password",
+)
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class TokenView(dot_views.TokenView):
+    @method_decorator(sensitive_post_parameters(*SECRET_TOKEN_PARAMETERS))
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         too_long = oversized_parameter(request)
         if too_long:
@@ -482,7 +495,7 @@ class TokenView(dot_views.TokenView):
             return answered
         return _client_auth_retry_after(self.authorization_flow_token_response(request))
 
-    @method_decorator(sensitive_post_parameters("password", "client_secret"))
+    @method_decorator(sensitive_post_parameters(*SECRET_TOKEN_PARAMETERS))
     def authorization_flow_token_response(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:

@@ -482,3 +482,44 @@ def test_refresh_writes_one_statement_at_a_time_give_the_same_rows(
     overrides, _ = REFRESH_CASES[case]
     answer, fast = both_paths(lambda: signed_in_chain(**overrides), monkeypatch)
     assert fast and answer["status"] == 200
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_secrets_in_the_form_are_kept_out_of_error_reports(
+    fast_path, signed_in_chain, monkeypatch, settings
+):
+    """Should a grant fail with a server error, Django's error report leaves out the client
+    secret and the refresh token (and the Authorization header), on either path."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    settings.OAUTH_FAST_TOKEN_GRANTS = fast_path
+    setup = signed_in_chain()
+    setup.form["client_secret"] = "secret-in-the-body"
+    reported = {}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    def report(request, *args, **kwargs):
+        reporter = SafeExceptionReporterFilter()
+        reported["post"] = reporter.get_post_parameters(request)
+        reported["meta"] = reporter.get_safe_request_meta(request)
+        return fail()
+
+    if fast_path:
+        monkeypatch.setattr(grants, "token_response", report)
+    else:
+        from partners.oauth.views import TokenView
+
+        monkeypatch.setattr(
+            TokenView, "create_token_response", lambda self, request: report(request)
+        )
+    client = Client(raise_request_exception=False)
+    response = client.post(
+        "/o/token/", setup.form, HTTP_AUTHORIZATION=setup.headers["Authorization"]
+    )
+    assert response.status_code == 500
+    post, meta = reported["post"], reported["meta"]
+    assert post["refresh_token"] == post["client_secret"] == "********************"
+    assert post["grant_type"] == "refresh_token"
+    assert setup.headers["Authorization"] not in str(meta)

@@ -90,9 +90,11 @@ def test_client_credentials_grant_reads_the_app_once_and_writes_one_row(cc_app):
         response = client_credentials(app, secret)
     assert response.status_code == 200, response.content
     sent = statements(captured.captured_queries)
-    # the app with its partner and review, then the access token's row
+    # the app with its partner and review and the client's failure count, then the access
+    # token's row
     assert len(sent) == 2, sent
     assert sent[0].startswith("SELECT") and "partners_applicationreview" in sent[0]
+    assert "partners_clientauthfailures" in sent[0]
     assert sent[1].startswith("INSERT") and "oauth2_provider_accesstoken" in sent[1]
     # a single write needs no transaction block of its own (here it would be a savepoint)
     assert not any(q["sql"].startswith("SAVEPOINT") for q in captured.captured_queries)
@@ -154,8 +156,8 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, setti
     body = second.json()
     sent = statements(captured.captured_queries)
     if fast_path:
-        # the app with the live refresh token, its access token, person and sign-in; then
-        # every write in one statement, its own transaction
+        # the app with the client's failure count and the live refresh token, its access
+        # token, person and sign-in; then every write in one statement, its own transaction
         assert len(sent) == 2, sent
         write = sent[1]
         assert write.startswith("WITH revoked AS (UPDATE") and "partners_consent" in write
@@ -163,10 +165,11 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, setti
             'INSERT INTO "oauth2_provider_accesstoken"'
         )
     else:
-        # the app; the live refresh token with its access token, person and sign-in; then
-        # the ID token, the old refresh token's revocation, the old access token's deletion,
-        # the new access and refresh tokens, and consent's last-used time
-        assert len(sent) == 8, sent
+        # the client's failure count; the app; the live refresh token with its access token,
+        # person and sign-in; then the ID token, the old refresh token's revocation, the old
+        # access token's deletion, the new access and refresh tokens, and consent's last-used
+        # time
+        assert len(sent) == 9, sent
         # the ID token row is written (in the rotation's transaction) before the access
         # token that points at it
         writes = [i for i, sql in enumerate(sent) if sql.startswith(("INSERT", "UPDATE", "DELETE"))]
@@ -229,17 +232,17 @@ def test_a_refresh_token_rotated_by_a_concurrent_request_is_a_reuse(
         rotate_elsewhere()
         return valid
 
-    read = grants.application_and_refresh_token
+    read = grants.client_authentication_read
 
-    def read_then_lose_the_race(*, client_id, checksum):
-        found = read(client_id=client_id, checksum=checksum)
+    def read_then_lose_the_race(**kwargs):
+        found = read(**kwargs)
         rotate_elsewhere()
         return found
 
     monkeypatch.setattr(
         TokenpassOAuth2Validator, "validate_refresh_token", validate_then_lose_the_race
     )
-    monkeypatch.setattr(grants, "application_and_refresh_token", read_then_lose_the_race)
+    monkeypatch.setattr(grants, "client_authentication_read", read_then_lose_the_race)
     response = refresh(app, secret, raw)
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/json"

@@ -1,25 +1,25 @@
 """Token endpoint grants beyond the code: refresh rotation and reuse detection, client
 credentials, introspection, revocation, the DRF authentication path, suspended partners."""
 
-import os
+import io
 import re
-import uuid
 
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from django.contrib.auth.hashers import identify_hasher
-from django.core.cache import cache
+from django.core.management import call_command
 from django.test import override_settings
 from django.urls import path
-from django_redis import get_redis_connection
+from django.utils import timezone
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenHasScope
 from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import AuditEvent
-from partners.models import Partner
+from partners.models import ClientAuthFailures, Partner
+from partners.oauth import ratelimit
 from tests.partners.test_oauth_code_flow import run_code_flow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -244,28 +244,7 @@ def test_client_secrets_use_the_keyed_fast_hasher_and_wrong_secrets_fail(live_se
     assert right.status_code == 200
 
 
-@pytest.fixture(params=["memory", "redis"])
-def cache_backend(request, settings):
-    """The test settings' per-process cache, and the shared Redis cache (django-redis) that
-    production requires, under a key prefix of this test's own."""
-    if request.param == "memory":
-        yield None
-        return
-    prefix = f"test-{uuid.uuid4().hex}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": os.environ.get("TEST_REDIS_CACHE_URL", "redis://127.0.0.1:6379/12"),
-            "KEY_PREFIX": prefix,
-        }
-    }
-    yield prefix
-    cache.delete_pattern("*")
-
-
-def test_client_authentication_failures_are_rate_limited(
-    live_server, make_app, settings, cache_backend
-):
+def test_client_authentication_failures_are_rate_limited(live_server, make_app, settings):
     settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 3
     app, secret = make_app("Server A", allowed_scopes="settlement:read")
 
@@ -285,10 +264,19 @@ def test_client_authentication_failures_are_rate_limited(
     assert blocked.headers["Retry-After"]
     # introspection and revocation share the limit
     assert introspect(live_server, app, secret, "x").status_code == 429
-    if cache_backend:
-        # Counted where every worker and host sees it.
-        stored = get_redis_connection("default").keys(f"{cache_backend}:*")
-        assert stored, "the failure count is not in Redis"
+    # Counted where every worker and host sees it, and neither the client_id nor the address
+    # is stored in clear.
+    (row,) = ClientAuthFailures.objects.all()
+    assert row.failures == 3 and row.window_ends > timezone.now()
+    assert row.key == ratelimit.failure_key(client_id=app.client_id, ip="127.0.0.1")
+    # A window that has ended counts from one again, and oauth_cleanup deletes it.
+    ClientAuthFailures.objects.update(window_ends=timezone.now())
+    assert attempt(secret).status_code == 200
+    assert attempt("wrong").status_code == 401
+    assert ClientAuthFailures.objects.get().failures == 1
+    ClientAuthFailures.objects.update(window_ends=timezone.now())
+    call_command("oauth_cleanup", stdout=io.StringIO())
+    assert not ClientAuthFailures.objects.exists()
 
 
 def test_refresh_tokens_are_stored_hashed(live_server, live_app, user, browser_for):

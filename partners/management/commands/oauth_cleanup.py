@@ -1,5 +1,6 @@
-"""Delete expired OAuth grants and tokens (DOT's clear_expired) and the authorization code
-records that no live token needs any more. Safe to run as often as you like."""
+"""Delete expired OAuth grants and tokens (DOT's clear_expired), the authorization code
+records that no live token needs any more, and ended windows of client authentication
+failures. Safe to run as often as you like."""
 
 from argparse import ArgumentParser
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from oauth2_provider.models import clear_expired
 
+from partners.oauth.ratelimit import client_auth_failures_prune
 from partners.oauth.services import authorization_codes_prune
 
 
@@ -24,4 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         clear_expired()
         pruned = authorization_codes_prune(older_than_seconds=int(options["code_days"] * 86400))
-        self.stdout.write(f"Expired tokens cleared; {pruned} authorization code records deleted.")
+        windows = client_auth_failures_prune()
+        self.stdout.write(
+            f"Expired tokens cleared; {pruned} authorization code records and {windows} ended "
+            "client authentication failure windows deleted."
+        )
