@@ -36,7 +36,6 @@ from oauth2_provider.models import (
     get_access_token_model,
     get_id_token_model,
     get_refresh_token_model,
-    refresh_token_expire_timedelta,
     set_token_value,
 )
 from oauth2_provider.scopes import get_scopes_backend
@@ -46,14 +45,9 @@ from oauth2_provider.signals import app_authorized
 from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import hashers, keys, ratelimit
-from partners.oauth.selectors import client_authentication_read
+from partners.oauth.selectors import client_authentication_read, refresh_token_unexpired
 from partners.oauth.services import refresh_token_rotate, token_checksum, token_row_insert
-from partners.oauth.tokens import (
-    ACCESS_TOKEN_TYPE,
-    access_token_claims,
-    issuer,
-    refresh_token_generate,
-)
+from partners.oauth.tokens import access_token_issue, issuer, refresh_token_generate
 
 CLIENT_CREDENTIALS = "client_credentials"
 REFRESH_TOKEN = "refresh_token"
@@ -189,15 +183,12 @@ def _client_credentials(application: Application, params: dict[str, str]) -> dic
         return None
     expires_in = int(oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
     client_id = application.client_id
-    access_token = keys.jwt_sign(
-        claims=access_token_claims(
-            client_id=client_id,
-            subject=client_id,
-            audience=[client_id],
-            scopes=scopes,
-            expires_in=expires_in,
-        ),
-        typ=ACCESS_TOKEN_TYPE,
+    access_token = access_token_issue(
+        client_id=client_id,
+        subject=client_id,
+        audience=[client_id],
+        scopes=scopes,
+        expires_in=expires_in,
     )
     row = get_access_token_model()(
         user=None,
@@ -231,14 +222,11 @@ def _refresh(application: Application, live: Any, params: dict[str, str]) -> dic
     if (
         live is None
         or live.application_id != application.pk
-        or live.access_token is None
+        or not refresh_token_unexpired(token=live)
         or live.user is None
         or live.resource
         or not live.access_token.scope.strip()
     ):
-        return None
-    expire_delta = refresh_token_expire_timedelta()
-    if expire_delta and live.access_token.expires + expire_delta <= timezone.now():
         return None
     original = live.access_token.scope.strip().split(" ")
     scopes = original
@@ -261,15 +249,12 @@ def _refresh_rotate(application: Application, live: Any, scopes: list[str]) -> d
     client_id = application.client_id
     expires_in = int(oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
     scope = " ".join(scopes)
-    access_token = keys.jwt_sign(
-        claims=access_token_claims(
-            client_id=client_id,
-            subject=user.public_id,
-            audience=[client_id],
-            scopes=scopes,
-            expires_in=expires_in,
-        ),
-        typ=ACCESS_TOKEN_TYPE,
+    access_token = access_token_issue(
+        client_id=client_id,
+        subject=user.public_id,
+        audience=[client_id],
+        scopes=scopes,
+        expires_in=expires_in,
     )
     rotated = refresh_token_generate(None)
     body: dict[str, Any] = {

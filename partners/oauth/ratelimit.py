@@ -13,7 +13,7 @@ import base64
 import binascii
 import functools
 import hashlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -22,6 +22,7 @@ from django.db import connections, router
 from django.utils import timezone
 
 from partners.models import ClientAuthFailures
+from partners.oauth.services import datetimes_prepared
 
 
 def failure_key(*, client_id: str, ip: str | None) -> str:
@@ -81,13 +82,11 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
     connection = connections[router.db_for_write(ClientAuthFailures)]
     now = timezone.now()
     ends = now + timedelta(seconds=settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW)
-    params: list[Any] = [failure_key(client_id=client_id, ip=ip), ends, now, now]
-    prepared = [
-        connection.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p
-        for p in params
-    ]
+    params = datetimes_prepared(
+        params=[failure_key(client_id=client_id, ip=ip), ends, now, now], connection=connection
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_record_statement(), prepared)
+        cursor.execute(_record_statement(), params)
         return int(cursor.fetchone()[0])
 
 

@@ -10,7 +10,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import Field, Max, Model
 from django.utils import timezone
-from oauth2_provider.models import get_access_token_model, get_refresh_token_model
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_refresh_token_model,
+    refresh_token_expire_timedelta,
+)
 from oauth2_provider.scopes import get_scopes_backend
 
 from accounts.models import User
@@ -178,6 +182,15 @@ def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
         f"WHERE {_live_refresh_condition()} LIMIT 1"
     )
     return sql, parts
+
+
+def refresh_token_unexpired(*, token: Any) -> bool:
+    """DOT's test of a live refresh token, read with its access token: it still has one, and
+    REFRESH_TOKEN_EXPIRE_SECONDS have not passed since that access token expired."""
+    if token.access_token is None:
+        return False
+    expire_delta = refresh_token_expire_timedelta()
+    return not (expire_delta and token.access_token.expires + expire_delta <= timezone.now())
 
 
 def _refresh_token(row: Sequence[Any], parts: Sequence[_Columns]) -> Any:

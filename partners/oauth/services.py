@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,21 @@ def _insert_statement(model: type[Model]) -> tuple[str, tuple[Field, ...]]:
     return sql, fields
 
 
+def field_values(*, instance: Model, fields: Iterable[Field], connection: Any) -> list[Any]:
+    """The values ``instance.save()`` would insert for ``fields`` (each field's pre_save, such
+    as timestamps and the token checksum, then its preparation for ``connection``)."""
+    return [f.get_db_prep_save(f.pre_save(instance, True), connection=connection) for f in fields]
+
+
+def datetimes_prepared(*, params: Iterable[Any], connection: Any) -> list[Any]:
+    """``params`` for a hand-written statement, with each datetime prepared as the ORM prepares
+    timestamps for ``connection`` (SQLite stores text)."""
+    return [
+        connection.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p
+        for p in params
+    ]
+
+
 def token_row_insert(*, instance: Model) -> None:
     """Insert a new token row (access, refresh or ID token) exactly as ``instance.save()``
     would: every field's pre_save (timestamps, the token checksum) and database preparation,
@@ -59,7 +75,7 @@ def token_row_insert(*, instance: Model) -> None:
     using = router.db_for_write(model, instance=instance)
     target = connections[using]
     sql, fields = _insert_statement(model)
-    params = [f.get_db_prep_save(f.pre_save(instance, True), connection=target) for f in fields]
+    params = field_values(instance=instance, fields=fields, connection=target)
     with target.cursor() as cursor:
         cursor.execute(sql, params)
         instance.pk = cursor.fetchone()[0]
@@ -135,11 +151,10 @@ def _run(model: type[Model], statement: str, params: list[Any]) -> int:
     of rows it touched. A datetime in ``params`` is prepared as the ORM prepares
     ``model``'s timestamps for that database (SQLite stores text)."""
     target = connections[router.db_for_write(model)]
-    prepared = [
-        target.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p for p in params
-    ]
     with target.cursor() as cursor:
-        cursor.execute(_refresh_statements()[statement], prepared)
+        cursor.execute(
+            _refresh_statements()[statement], datetimes_prepared(params=params, connection=target)
+        )
         return int(cursor.rowcount)
 
 
@@ -261,13 +276,11 @@ def refresh_token_rotate(
         with_id_token=id_token is not None
     )
 
-    def values(instance: Model | None, fields: list) -> list:
-        return [f.get_db_prep_save(f.pre_save(instance, True), connection=target) for f in fields]
-
     params = [now, now, previous.pk, previous.access_token_id]
-    params += values(id_token, id_fields)
-    params += values(access_token, access_fields)
-    params += values(refresh_token, refresh_fields)
+    if id_token is not None:
+        params += field_values(instance=id_token, fields=id_fields, connection=target)
+    params += field_values(instance=access_token, fields=access_fields, connection=target)
+    params += field_values(instance=refresh_token, fields=refresh_fields, connection=target)
     params += [now, application.pk, user.pk]
     with target.cursor() as cursor:
         cursor.execute(sql, params)

@@ -40,6 +40,20 @@ def access_token_claims(
     }
 
 
+def access_token_issue(
+    *, client_id: str, subject: str, audience: list[str], scopes: list[str], expires_in: int
+) -> str:
+    """A signed RFC 9068 access token with access_token_claims, issued now."""
+    claims = access_token_claims(
+        client_id=client_id,
+        subject=subject,
+        audience=audience,
+        scopes=scopes,
+        expires_in=expires_in,
+    )
+    return keys.jwt_sign(claims=claims, typ=ACCESS_TOKEN_TYPE)
+
+
 def access_token_generate(request: Any) -> str:
     """oauthlib token generator (ACCESS_TOKEN_GENERATOR): a signed RFC 9068 JWT.
 
@@ -55,14 +69,13 @@ def access_token_generate(request: Any) -> str:
     for item in resource or []:
         if isinstance(item, str) and item not in audience:
             audience.append(item)
-    claims = access_token_claims(
+    return access_token_issue(
         client_id=client_id,
         subject=subject,
         audience=audience,
         scopes=request.scopes or [],
         expires_in=int(request.expires_in),
     )
-    return keys.jwt_sign(claims=claims, typ=ACCESS_TOKEN_TYPE)
 
 
 def refresh_token_generate(request: Any, refresh_token: bool = False) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 from jwcrypto import jwk, jws
-from oauth2_provider.models import get_device_grant_model, refresh_token_expire_timedelta
+from oauth2_provider.models import get_device_grant_model
 from oauth2_provider.oauth2_validators import AccessToken, IDToken, OAuth2Validator, RefreshToken
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.oauth2.rfc6749 import errors
@@ -35,6 +35,7 @@ from partners.oauth.selectors import (
     application_for_client_id,
     consent_covers,
     refresh_token_live,
+    refresh_token_unexpired,
 )
 from partners.oauth.services import (
     access_token_row_delete,
@@ -509,10 +510,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             # the person and the app one by one); the checks are DOT's for a live token.
             # Revoked and unknown tokens take DOT's path below: the grace period, reuse
             # detection and family revocation stay exactly DOT's.
-            if live.access_token is None:
-                return False
-            expire_delta = refresh_token_expire_timedelta()
-            if expire_delta and live.access_token.expires + expire_delta <= timezone.now():
+            if not refresh_token_unexpired(token=live):
                 return False
             request.user = live.user
             request.refresh_token = refresh_token
