@@ -2,6 +2,7 @@
 worker lost mid-run leaves the message to be redelivered, retries with backoff; the work and
 its exactly-once guarantee are in partners.settlement.services."""
 
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -50,11 +51,14 @@ def settlement_run(period: str) -> int:
 
 
 @shared_task(name="partners.settlement.close_due", acks_late=True, ignore_result=True)
-def settlement_close_due() -> int:
-    """Beat: queue a run for every recent period that some partner has no statement for."""
-    periods = sorted(
-        {period for _partner_id, period in selectors.settlement_due(now=timezone.now())}
-    )
+def settlement_close_due(as_of: str | None = None) -> int:
+    """Beat: queue a run for every recent period that some partner has no statement for.
+    ``as_of`` (an ISO 8601 time with its offset) looks back from then instead of now, for
+    catching up by hand after an outage longer than SETTLEMENT_CATCH_UP_DAYS."""
+    now = timezone.now() if as_of is None else datetime.fromisoformat(as_of)
+    if timezone.is_naive(now):
+        raise ValueError("as_of needs a UTC offset")
+    periods = sorted({period for _partner_id, period in selectors.settlement_due(now=now)})
     for period in periods:
         settlement_run.delay(period)
     return len(periods)

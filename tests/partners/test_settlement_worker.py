@@ -180,8 +180,9 @@ def test_a_month_of_charges_settles_to_the_independently_computed_amounts(
     expected = month_of_charges["expected"]
     workers()
 
-    # The beat's task queues every partner's missing periods; the October close is one.
-    send("partners.settlement.close_due")
+    # The beat's task queues every partner's missing periods; the October close is one on
+    # the first of November. (The worker keeps the real clock, so the test says when.)
+    send("partners.settlement.close_due", "2026-11-01T01:00:00+00:00")
     send(CLOSE, partners["tiered"].pk, "2026-10-15")
     wait_for(
         lambda: (

@@ -283,3 +283,17 @@ def test_the_beat_task_closes_each_recent_day_and_the_previous_month(shop, setti
     ]
     assert (queued, again) == (4, 0)
     assert timedelta(minutes=15) == settings.SETTLEMENT_CLOSE_GRACE
+
+
+def test_the_beat_task_looks_back_from_a_given_time(shop, settings):
+    partner, app, user = shop
+    spend(user, app, 5000, "2026-10-10 12:00")
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    from partners.settlement.tasks import settlement_close_due
+
+    # Long after the month, as an operator catching up after an outage would run it.
+    with freeze_time(datetime(2027, 3, 5, tzinfo=UTC)):
+        assert settlement_close_due("2026-11-01T00:30:00+00:00") == 4
+    assert Statement.objects.get(partner=partner, period_kind="month").period_start.month == 10
+    with pytest.raises(ValueError, match="offset"):
+        settlement_close_due("2026-11-01T00:30:00")
