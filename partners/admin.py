@@ -15,7 +15,7 @@ from partners.models import ApplicationReview, Partner, PartnerEvent, PartnerMem
 from partners.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 
-def _staff(request: HttpRequest) -> User | None:
+def staff_actor(request: HttpRequest) -> User | None:
     return request.user if isinstance(request.user, User) else None
 
 
@@ -100,7 +100,7 @@ class PartnerAdmin(admin.ModelAdmin):
             super().save_formset(request, form, formset, change)
             return
         # Membership changes go through the services, which write the partner log.
-        actor = _staff(request)
+        actor = staff_actor(request)
         instances = formset.save(commit=False)
         for membership in formset.deleted_objects:
             services.partner_member_remove(membership=membership, actor=actor)
@@ -120,7 +120,7 @@ class PartnerAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda p: services.partner_approve(partner=p, actor=_staff(request)),
+            lambda p: services.partner_approve(partner=p, actor=staff_actor(request)),
             str(_("%(count)d partners approved.")),
         )
 
@@ -130,7 +130,9 @@ class PartnerAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda p: services.partner_suspend(partner=p, actor=_staff(request), reason="staff"),
+            lambda p: services.partner_suspend(
+                partner=p, actor=staff_actor(request), reason="staff"
+            ),
             str(_("%(count)d partners suspended.")),
         )
 
@@ -168,7 +170,7 @@ class ApplicationReviewAdmin(admin.ModelAdmin):
             request,
             queryset.select_related("application__partner"),
             lambda r: services.application_approve(
-                application=r.application, actor=_staff(request)
+                application=r.application, actor=staff_actor(request)
             ),
             str(_("%(count)d apps approved.")),
         )
@@ -180,7 +182,7 @@ class ApplicationReviewAdmin(admin.ModelAdmin):
             request,
             queryset.select_related("application__partner"),
             lambda r: services.application_suspend(
-                application=r.application, actor=_staff(request), reason="staff"
+                application=r.application, actor=staff_actor(request), reason="staff"
             ),
             str(_("%(count)d apps suspended.")),
         )

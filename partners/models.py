@@ -241,6 +241,15 @@ class ClientAuthFailures(models.Model):
 
     # SHA-256 of "client_id|address": neither is stored in clear.
     key = models.CharField(max_length=64, unique=True)
+    # The app whose client_id was presented, so that staff can see and unlock it; empty for
+    # a client_id no app has.
+    application = models.ForeignKey(
+        settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="client_auth_failures",
+    )
     failures = models.PositiveIntegerField(default=0)
     window_ends = models.DateTimeField(db_index=True)
 
@@ -250,6 +259,14 @@ class ClientAuthFailures(models.Model):
 
     def __str__(self) -> str:
         return f"{self.failures} failures until {self.window_ends:%Y-%m-%d %H:%M}"
+
+    @property
+    def blocking(self) -> bool:
+        """Whether this window refuses its client_id and address now."""
+        return (
+            self.window_ends > timezone.now()
+            and self.failures >= settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT
+        )
 
 
 # Back-channel logout deliveries live in their own module; imported here so Django sees them.

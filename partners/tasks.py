@@ -11,6 +11,7 @@ from partners.oauth.backchannel import (
     backchannel_logout_requeue_stale,
     retry_delay_seconds,
 )
+from partners.oauth.services import oauth_expired_prune
 
 
 @shared_task(
@@ -43,3 +44,16 @@ def backchannel_logout_deliver(self: Task, delivery_id: int) -> str:
 def backchannel_logout_requeue_stale_task(minutes: int = 30) -> int:
     """Beat: queue again back-channel logouts whose task was lost."""
     return backchannel_logout_requeue_stale(older_than=timedelta(minutes=minutes))
+
+
+@shared_task(
+    name="partners.oauth_cleanup",
+    soft_time_limit=600,
+    time_limit=660,
+    ignore_result=True,
+)
+def oauth_cleanup_task(code_days: float = 2.0) -> dict[str, int]:
+    """Beat: delete expired tokens and grants, authorization code records no live token
+    needs (kept ``code_days`` for replay detection) and ended client authentication failure
+    windows."""
+    return oauth_expired_prune(code_older_than_seconds=int(code_days * 86400))

@@ -392,3 +392,8 @@ CELERY_BEAT_SCHEDULE["partners-backchannel-logout-requeue"] = {
     "task": "partners.backchannel_logout_requeue_stale",
     "schedule": 600.0,
 }
+# Expired tokens, spent authorization code records, ended client authentication windows.
+CELERY_BEAT_SCHEDULE["partners-oauth-cleanup"] = {
+    "task": "partners.oauth_cleanup",
+    "schedule": crontab(minute=40),
+}

@@ -4,8 +4,6 @@ this class through OAUTH2_PROVIDER["APPLICATION_ADMIN_CLASS"]) and for consents.
 A client secret is shown once: when the app is created and when staff rotate it. Only a keyed
 hash is stored, so nobody can read it afterwards."""
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
@@ -13,9 +11,12 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from oauth2_provider.generators import generate_client_secret
 
-from partners.models import Application, Consent
+from partners.admin import ReadOnlyAdminMixin, staff_actor
+from partners.models import Application, ClientAuthFailures, Consent
+from partners.oauth.ratelimit import client_auth_unlock
 from partners.oauth.services import application_client_secret_rotate, consent_revoke
 
 
@@ -29,6 +30,14 @@ def _show_secret_once(request: HttpRequest, application: Application, secret: st
             application.client_id,
             secret,
         ),
+    )
+
+
+def _unlocked(request: HttpRequest, ended: int) -> None:
+    messages.success(
+        request,
+        ngettext("%(count)d failure window cleared.", "%(count)d failure windows cleared.", ended)
+        % {"count": ended},
     )
 
 
@@ -63,7 +72,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         ),
         (_("Dates"), {"fields": ("created", "updated")}),
     )
-    actions = ["rotate_client_secret"]
+    actions = ["rotate_client_secret", "unlock_client_authentication"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("client secret"))
@@ -90,23 +99,48 @@ class ApplicationAdmin(admin.ModelAdmin):
             secret = application_client_secret_rotate(application=application)
             _show_secret_once(request, application, secret)
 
+    @admin.action(description=_("Unlock client authentication (clear its failure counts)"))
+    def unlock_client_authentication(
+        self, request: HttpRequest, queryset: QuerySet[Application]
+    ) -> None:
+        ended = client_auth_unlock(
+            windows=ClientAuthFailures.objects.filter(application__in=queryset),
+            actor=staff_actor(request),
+        )
+        _unlocked(request, ended)
+
+
+@admin.register(ClientAuthFailures)
+class ClientAuthFailuresAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who is failing client authentication right now, and the way to let a partner back in
+    before the window ends (after it fixed a wrong secret, say). The client address and an
+    unknown client_id are stored only as a hash, so a row of no app shows no name."""
+
+    list_display = ("application", "failures", "is_blocking", "window_ends")
+    list_select_related = ("application",)
+    search_fields = ("application__name", "application__client_id")
+    ordering = ("-window_ends",)
+    readonly_fields = ("application", "failures", "window_ends")
+    fields = readonly_fields
+    actions = ["unlock_selected"]
+
+    @admin.display(boolean=True, description=_("refusing now"))
+    def is_blocking(self, obj: ClientAuthFailures) -> bool:
+        return obj.blocking
+
+    @admin.action(description=_("Unlock: clear these failure counts"))
+    def unlock_selected(self, request: HttpRequest, queryset: QuerySet[ClientAuthFailures]) -> None:
+        ended = client_auth_unlock(windows=queryset, actor=staff_actor(request))
+        _unlocked(request, ended)
+
 
 @admin.register(Consent)
-class ConsentAdmin(admin.ModelAdmin):
+class ConsentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("user", "application", "scope", "created_at", "last_used_at")
     list_select_related = ("user", "application")
     search_fields = ("user__email", "user__phone", "application__name", "application__client_id")
     readonly_fields = ("user", "application", "scope", "created_at", "updated_at", "last_used_at")
     actions = ["revoke_selected"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description=_("Revoke: delete the consent and every token of that app"))
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Consent]) -> None:

@@ -7,7 +7,8 @@ be right is not told apart).
 The counts are rows of partners.ClientAuthFailures in the database every worker and host
 shares, not cache entries: the token endpoint's fast path (partners/oauth/grants.py) reads a
 count in the query that reads the app, where a cache would cost every grant a round trip of
-its own. Only failures write. ``manage.py oauth_cleanup`` deletes windows that have ended."""
+its own. Only failures write. The ``partners.oauth_cleanup`` beat task (and ``manage.py
+oauth_cleanup``) deletes windows that have ended; staff unlock a client in the admin."""
 
 import base64
 import binascii
@@ -18,11 +19,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from django.conf import settings
-from django.db import connections, router
+from django.db import connections, router, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from partners.models import ClientAuthFailures
+from accounts.models import User
+from partners.models import Application, ClientAuthFailures, PartnerEvent
 from partners.oauth.services import datetimes_prepared
+from partners.services import partner_event_record
 
 
 def failure_key(*, client_id: str, ip: str | None) -> str:
@@ -61,15 +65,24 @@ def client_auth_blocked(*, client_id: str, ip: str | None) -> bool:
 def _record_statement() -> str:
     """One upsert: a new window, or one more failure in the current one."""
     meta: Any = ClientAuthFailures._meta
+    app_meta: Any = Application._meta
     connection = connections[router.db_for_write(ClientAuthFailures)]
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
-    key, failures, ends = (
-        quote(meta.get_field(name).column) for name in ("key", "failures", "window_ends")
+    key, application, failures, ends = (
+        quote(meta.get_field(name).column)
+        for name in ("key", "application", "failures", "window_ends")
     )
-    # PostgreSQL and SQLite both read this upsert; only quoted names go into the text.
+    app_table, app_pk, app_client_id = (
+        quote(app_meta.db_table),
+        quote(app_meta.pk.column),
+        quote(app_meta.get_field("client_id").column),
+    )
+    # PostgreSQL and SQLite both read this upsert; only quoted names go into the text. The
+    # app is looked up here, on a failure only, so that staff see whom a window refuses.
     return (
-        f"INSERT INTO {table} ({key}, {failures}, {ends}) VALUES (%s, 1, %s) "  # noqa: S608
+        f"INSERT INTO {table} ({key}, {application}, {failures}, {ends}) "  # noqa: S608
+        f"VALUES (%s, (SELECT {app_pk} FROM {app_table} WHERE {app_client_id} = %s), 1, %s) "
         f"ON CONFLICT ({key}) DO UPDATE SET "
         f"{failures} = CASE WHEN {table}.{ends} > %s THEN {table}.{failures} + 1 ELSE 1 END, "
         f"{ends} = CASE WHEN {table}.{ends} > %s THEN {table}.{ends} ELSE excluded.{ends} END "
@@ -83,11 +96,33 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
     now = timezone.now()
     ends = now + timedelta(seconds=settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW)
     params = datetimes_prepared(
-        params=[failure_key(client_id=client_id, ip=ip), ends, now, now], connection=connection
+        params=[failure_key(client_id=client_id, ip=ip), client_id, ends, now, now],
+        connection=connection,
     )
     with connection.cursor() as cursor:
         cursor.execute(_record_statement(), params)
         return int(cursor.fetchone()[0])
+
+
+def client_auth_unlock(*, windows: QuerySet[ClientAuthFailures], actor: User | None) -> int:
+    """End these windows now: their client_id and address may authenticate again at once.
+    Each app unlocked gets a row in its partner's log. Returns how many windows ended."""
+    with transaction.atomic():
+        locked = list(
+            windows.select_related("application__partner").select_for_update(of=("self",))
+        )
+        apps = {w.application_id: w.application for w in locked if w.application is not None}
+        for app in apps.values():
+            if app.partner_id is not None:
+                partner_event_record(
+                    partner=app.partner,
+                    action=PartnerEvent.Action.APP_CLIENT_UNLOCKED,
+                    actor=actor,
+                    application=app,
+                    data={"windows": sum(1 for w in locked if w.application_id == app.pk)},
+                )
+        deleted, _ = ClientAuthFailures.objects.filter(pk__in=[w.pk for w in locked]).delete()
+    return deleted
 
 
 def client_auth_failures_prune() -> int:

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
 from oauth2_provider.models import (
+    clear_expired,
     get_access_token_model,
     get_grant_model,
     get_id_token_model,
@@ -371,6 +372,23 @@ def application_client_secret_rotate(*, application: Application) -> str:
         locked.save(update_fields=["client_secret", "hash_client_secret", "updated"])
     application.refresh_from_db(fields=["client_secret", "hash_client_secret", "updated"])
     return secret
+
+
+def oauth_expired_prune(*, code_older_than_seconds: int) -> dict[str, int]:
+    """Delete what no request can use any more: expired tokens and grants (DOT's
+    clear_expired, in batches), authorization code records no live token needs, and ended
+    windows of client authentication failures. Safe to run at any time and as often as
+    wanted; the beat runs it every hour."""
+    # ratelimit builds on this module's statement helpers: imported here, not at the top.
+    from partners.oauth.ratelimit import client_auth_failures_prune
+
+    clear_expired()
+    return {
+        "authorization_codes": authorization_codes_prune(
+            older_than_seconds=code_older_than_seconds
+        ),
+        "client_auth_windows": client_auth_failures_prune(),
+    }
 
 
 def authorization_codes_prune(*, older_than_seconds: int) -> int:

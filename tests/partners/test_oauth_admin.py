@@ -1,6 +1,8 @@
 """Staff: client secrets shown once at creation and on rotation; consents revoked from the
-admin; the key rotation command's automatic steps; the demo seed."""
+admin; clients locked out by failed authentications seen and unlocked; the key rotation
+command's automatic steps; the demo seed."""
 
+import base64
 import re
 import time
 
@@ -8,11 +10,12 @@ import pytest
 from django.contrib.auth.hashers import check_password, identify_hasher
 from django.contrib.messages import get_messages
 from django.core.management import call_command
+from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import get_access_token_model
 
-from partners.models import Application, Consent
+from partners.models import Application, ClientAuthFailures, Consent, PartnerEvent
 from partners.oauth import keys
 from tests.factories import UserFactory
 
@@ -170,3 +173,56 @@ def test_cleanup_keeps_code_records_that_live_tokens_need(make_app, user):
     call_command("oauth_cleanup")
     kept = set(AuthorizationCode.objects.values_list("code_checksum", flat=True))
     assert kept == {"0" * 64, "9" * 64}
+
+
+def _client_credentials(client, app, secret):
+    return client.post(
+        "/o/token/",
+        {"grant_type": "client_credentials"},
+        HTTP_AUTHORIZATION="Basic "
+        + base64.b64encode(f"{app.client_id}:{secret}".encode()).decode(),
+        HTTP_X_FORWARDED_PROTO="https",
+        secure=True,
+    )
+
+
+@pytest.mark.parametrize("where", ["failures", "application"])
+def test_staff_see_and_unlock_a_locked_out_client(staff_client, make_app, settings, where):
+    settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 3
+    app, secret = make_app("Locked server", allowed_scopes="settlement:read")
+    other, other_secret = make_app("Other server", allowed_scopes="settlement:read")
+    machine = Client()
+    for _ in range(3):
+        assert _client_credentials(machine, app, "wrong").status_code == 401
+        assert _client_credentials(machine, other, "wrong").status_code == 401
+    assert _client_credentials(machine, app, secret).status_code == 429
+    assert _client_credentials(machine, other, other_secret).status_code == 429
+
+    listing = staff_client.get("/admin/partners/clientauthfailures/")
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert "Locked server" in page and "Other server" in page
+    assert page.count('alt="True"') == 2  # both refused now
+    assert staff_client.get("/admin/partners/clientauthfailures/add/").status_code == 403
+
+    if where == "failures":
+        response = staff_client.post(
+            "/admin/partners/clientauthfailures/",
+            {
+                "action": "unlock_selected",
+                "_selected_action": [ClientAuthFailures.objects.get(application=app).pk],
+            },
+        )
+    else:
+        response = staff_client.post(
+            "/admin/partners/application/",
+            {"action": "unlock_client_authentication", "_selected_action": [app.pk]},
+        )
+    assert response.status_code == 302
+    assert "1 failure window cleared." in [str(m) for m in get_messages(response.wsgi_request)]
+    assert _client_credentials(machine, app, secret).status_code == 200
+    # The other client stays refused, with the right secret too.
+    assert _client_credentials(machine, other, other_secret).status_code == 429
+    (event,) = PartnerEvent.objects.filter(action=PartnerEvent.Action.APP_CLIENT_UNLOCKED)
+    assert (event.partner_id, event.application_id) == (app.partner_id, app.pk)
+    assert event.actor.is_staff and event.data == {"windows": 1}

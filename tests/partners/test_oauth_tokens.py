@@ -264,11 +264,27 @@ def test_client_authentication_failures_are_rate_limited(live_server, make_app, 
     assert blocked.headers["Retry-After"]
     # introspection and revocation share the limit
     assert introspect(live_server, app, secret, "x").status_code == 429
-    # Counted where every worker and host sees it, and neither the client_id nor the address
-    # is stored in clear.
+    # Counted where every worker and host sees it; the address is not stored in clear, the
+    # app is named for staff.
     (row,) = ClientAuthFailures.objects.all()
-    assert row.failures == 3 and row.window_ends > timezone.now()
+    assert row.failures == 3 and row.window_ends > timezone.now() and row.blocking
     assert row.key == ratelimit.failure_key(client_id=app.client_id, ip="127.0.0.1")
+    assert row.application == app
+    # A client_id no app has is counted too, under its hash alone.
+    for _ in range(2):
+        assert (
+            requests.post(
+                token_url(live_server),
+                data={"grant_type": "client_credentials"},
+                auth=("no-such-client", "guess"),
+                timeout=10,
+            ).status_code
+            == 401
+        )
+    unknown = ClientAuthFailures.objects.get(application=None)
+    assert unknown.failures == 2 and not unknown.blocking
+    assert unknown.key == ratelimit.failure_key(client_id="no-such-client", ip="127.0.0.1")
+    unknown.delete()
     # A window that has ended counts from one again, and oauth_cleanup deletes it.
     ClientAuthFailures.objects.update(window_ends=timezone.now())
     assert attempt(secret).status_code == 200

@@ -1,15 +1,14 @@
 """Delete expired OAuth grants and tokens (DOT's clear_expired), the authorization code
 records that no live token needs any more, and ended windows of client authentication
-failures. Safe to run as often as you like."""
+failures: what the hourly ``partners.oauth_cleanup`` beat task does, by hand. Safe to run as
+often as you like."""
 
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand
-from oauth2_provider.models import clear_expired
 
-from partners.oauth.ratelimit import client_auth_failures_prune
-from partners.oauth.services import authorization_codes_prune
+from partners.oauth.services import oauth_expired_prune
 
 
 class Command(BaseCommand):
@@ -24,10 +23,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        clear_expired()
-        pruned = authorization_codes_prune(older_than_seconds=int(options["code_days"] * 86400))
-        windows = client_auth_failures_prune()
+        pruned = oauth_expired_prune(code_older_than_seconds=int(options["code_days"] * 86400))
         self.stdout.write(
-            f"Expired tokens cleared; {pruned} authorization code records and {windows} ended "
-            "client authentication failure windows deleted."
+            f"Expired tokens cleared; {pruned['authorization_codes']} authorization code records "
+            f"and {pruned['client_auth_windows']} ended client authentication failure windows "
+            "deleted."
         )
