@@ -1,7 +1,8 @@
 """The token endpoint's two busiest grants, client credentials and refresh token, answered
 without oauthlib's and DOT's request machinery.
 
-Partner servers ask for these many times a second. Through DOT and oauthlib a grant spent
+Partner servers, and the apps and AI terminals that keep a person signed in, ask for these
+many times a second. Through DOT and oauthlib a grant spent
 three to four times the CPU of the work itself (bench/README.md): building oauthlib's request
 from Django's, a dozen validator round trips, the ORM. Here the work is done directly, with
 the same reads and writes (partners.oauth.selectors and services), the same tokens
@@ -9,7 +10,8 @@ the same reads and writes (partners.oauth.selectors and services), the same toke
 
 This path only ever says yes. It answers a request that succeeds in the ordinary way and
 hands every other one to DOT's path unchanged, before it has written anything: a failed,
-missing or rate-limited client authentication, a public client, an unexpected or repeated
+missing or rate-limited client authentication, a public client asking for client
+credentials or presenting a secret or an Authorization header, an unexpected or repeated
 parameter, a scope outside what the app or the refresh token holds, RFC 8707 resources, a
 CORS request, a refresh token that is not live (unknown, revoked, reused, expired), a refresh
 token another request rotated first, an app that signs with something other than RS256, a
@@ -88,7 +90,10 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
     if grant_type == REFRESH_TOKEN and not presented:
         return None
     authenticated = _client_authenticated(
-        request, params, refresh_checksum=token_checksum(presented) if presented else None
+        request,
+        params,
+        refresh_checksum=token_checksum(presented) if presented else None,
+        public=grant_type == REFRESH_TOKEN and _public_client_presented(request, params),
     )
     if authenticated is None:
         return None
@@ -123,15 +128,32 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
+def _public_client_presented(request: HttpRequest, params: dict[str, str]) -> bool:
+    """The request names a client without authenticating it (RFC 6749 §3.2.1), as a public
+    client does: client_id in the body, no secret and no Authorization header. DOT then
+    requires no client authentication, only that the client is not confidential."""
+    return (
+        "HTTP_AUTHORIZATION" not in request.META
+        and "client_secret" not in params
+        and bool(params.get("client_id"))
+    )
+
+
 def _client_authenticated(
-    request: HttpRequest, params: dict[str, str], *, refresh_checksum: str | None
+    request: HttpRequest,
+    params: dict[str, str],
+    *,
+    refresh_checksum: str | None,
+    public: bool = False,
 ) -> tuple[Application, Any] | None:
-    """The confidential app whose secret the request presents, if it is usable and not
-    rate limited; None otherwise (DOT's path then counts the failure and answers). With a
-    refresh token's checksum, the live refresh token with that checksum (or None) is read in
-    the same query and returned beside the app."""
+    """The confidential app whose secret the request presents, or with ``public`` the public
+    app it names, if it is usable and not rate limited; None otherwise (DOT's path then
+    counts the failure and answers). With a refresh token's checksum, the live refresh token
+    with that checksum (or None) is read in the same query and returned beside the app."""
     authorization = request.META.get("HTTP_AUTHORIZATION")
-    if authorization is not None:
+    if public:
+        client_id, secret = params["client_id"], ""
+    elif authorization is not None:
         credentials = _basic_credentials(authorization)
         if credentials is None:
             return None
@@ -141,7 +163,7 @@ def _client_authenticated(
             return None
     else:
         client_id, secret = params.get("client_id", ""), params.get("client_secret", "")
-    if not client_id or not secret or "\x00" in client_id:
+    if not client_id or not (secret or public) or "\x00" in client_id:
         return None
     read = client_authentication_read(
         client_id=client_id,
@@ -154,9 +176,15 @@ def _client_authenticated(
     if (
         application is None
         or application.client_id != client_id
-        or application.client_type != Application.CLIENT_CONFIDENTIAL
-        or not application.client_secret.startswith(f"{hashers.ALGORITHM}$")
         or not application.is_usable(request)
+    ):
+        return None
+    if public:
+        if application.client_type != Application.CLIENT_PUBLIC:
+            return None
+    elif (
+        application.client_type != Application.CLIENT_CONFIDENTIAL
+        or not application.client_secret.startswith(f"{hashers.ALGORITHM}$")
         or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
     ):
         return None

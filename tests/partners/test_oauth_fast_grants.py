@@ -33,7 +33,7 @@ from oauth2_provider.models import (
 
 from accounts.models import AuditEvent
 from partners.models import Application, AuthorizationCode, Consent, Partner
-from partners.oauth import grants, keys
+from partners.oauth import grants, keys, ratelimit
 from partners.oauth.services import token_checksum
 from tests.factories import UserFactory
 
@@ -321,6 +321,7 @@ def signed_in_chain(make_app):
         details: list | None = None,
         sid: str = "session-1",
         refresh_state: str = "live",
+        auth: str = "basic",
         **app_fields: Any,
     ) -> Setup:
         app, secret = make_app(
@@ -362,13 +363,27 @@ def signed_in_chain(make_app):
                 expires=timezone.now() - timedelta(days=400)
             )
         setup = Setup(app=app, secret=secret, user=user, refresh_token=raw)
-        setup.form = {"grant_type": "refresh_token", "refresh_token": raw, **(form or {})}
-        setup.headers = {"Authorization": basic(app.client_id, secret), **(headers or {})}
+        setup.form = {"grant_type": "refresh_token", "refresh_token": raw}
+        setup.headers = dict(headers or {})
+        if auth == "basic":
+            setup.headers["Authorization"] = basic(app.client_id, secret)
+        elif auth == "client_id":  # a public client names itself (RFC 6749 §3.2.1)
+            setup.form["client_id"] = app.client_id
+        elif auth == "another app's client_id":
+            other, _ = make_app(
+                f"Other {uuid.uuid4().hex[:6]}",
+                client_type=Application.CLIENT_PUBLIC,
+                allowed_scopes=app_scopes,
+                allowed_grant_types=grant_types,
+            )
+            setup.form["client_id"] = other.client_id
+        setup.form.update(form or {})
         return setup
 
     return build
 
 
+PUBLIC = Application.CLIENT_PUBLIC
 REFRESH_CASES = {
     "openid profile email": ({}, True),
     "without openid: no ID token": ({"scope": "wallet:charge"}, True),
@@ -392,6 +407,30 @@ REFRESH_CASES = {
         {"form": {"refresh_token": ["a" * 43, "b" * 43]}},
         False,
     ),
+    "public client": ({"client_type": PUBLIC, "auth": "client_id"}, True),
+    "public client, narrower scope": (
+        {"client_type": PUBLIC, "auth": "client_id", "form": {"scope": "openid"}},
+        True,
+    ),
+    "public client, another app's token": (
+        {"client_type": PUBLIC, "auth": "another app's client_id"},
+        False,
+    ),
+    "public client with a secret": (
+        {"client_type": PUBLIC, "auth": "client_id", "form": {"client_secret": "x"}},
+        False,
+    ),
+    "public client with Basic credentials": ({"client_type": PUBLIC}, False),
+    "public client, CORS request": (
+        {"client_type": PUBLIC, "auth": "client_id", "headers": {"Origin": "https://a.example"}},
+        False,
+    ),
+    "public client, revoked: reuse": (
+        {"client_type": PUBLIC, "auth": "client_id", "refresh_state": "revoked"},
+        False,
+    ),
+    "confidential client without its secret": ({"auth": "client_id"}, False),
+    "no client at all": ({"auth": "none"}, False),
 }
 
 
@@ -405,6 +444,25 @@ def test_refresh_answers_match(case, signed_in_chain, monkeypatch):
         assert answer["rows"]["live refresh tokens"] == 1
         assert answer["rows"]["revoked refresh tokens"] == 1
         assert answer["rows"]["consent used"]
+
+
+def test_a_rate_limited_public_client_is_refused_on_both_paths(
+    signed_in_chain, monkeypatch, settings
+):
+    """Failures counted for a client_id and address refuse its public refreshes too (DOT's
+    authenticate_client_id checks the limit; the fast path passes the request on to it)."""
+    settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 2
+
+    def build():
+        setup = signed_in_chain(client_type=Application.CLIENT_PUBLIC, auth="client_id")
+        for _ in range(2):
+            ratelimit.client_auth_failure_record(client_id=setup.app.client_id, ip="127.0.0.1")
+        return setup
+
+    answer, fast = both_paths(build, monkeypatch)
+    assert not fast
+    assert (answer["status"], answer["error"]) == (429, "invalid_client")
+    assert answer["rows"]["live refresh tokens"] == 1
 
 
 def test_refreshed_id_token_carries_the_sign_in(signed_in_chain, monkeypatch):

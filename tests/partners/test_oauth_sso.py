@@ -200,6 +200,28 @@ def test_device_flow(live_server, make_app, user, browser_for):
     assert again.status_code == 400 and again.json()["error"] in ("expired_token", "invalid_grant")
     assert Consent.objects.filter(user=user, application=app).exists()
 
+    # The device stays signed in with its refresh token, naming itself as a public client.
+    def refresh(token):
+        return requests.post(
+            f"{live_server.url}/o/token/",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": token,
+                "client_id": app.client_id,
+            },
+            timeout=10,
+        )
+
+    first_refresh = tokens.json()["refresh_token"]
+    refreshed = refresh(first_refresh)
+    assert refreshed.status_code == 200, refreshed.text
+    body = refreshed.json()
+    assert body["refresh_token"] != first_refresh and "id_token" in body
+    assert access_token_verify(token=body["access_token"])["sub"] == user.public_id
+    # Presenting the spent token again is a reuse: the whole family ends.
+    assert refresh(first_refresh).json()["error"] == "invalid_grant"
+    assert refresh(body["refresh_token"]).json()["error"] == "invalid_grant"
+
 
 def test_device_page_rejects_wrong_codes_and_needs_a_session(live_server, user, browser_for):
     anonymous = browser_for(None).get("/device?user_code=ABCD1234")
