@@ -5,6 +5,7 @@ import time
 
 import pytest
 from django.db import OperationalError, connection, connections
+from django.utils import timezone
 
 from config.db.postgresql.base import DatabaseWrapper
 
@@ -110,3 +111,29 @@ def test_a_connection_dropped_within_the_grace_fails_one_statement_then_is_repla
         backend_pid(conn)
     request_boundary(conn)
     assert backend_pid(conn) != pid
+
+
+def test_a_server_binding_cursor_sends_parameters_apart_and_is_seen_like_any_other():
+    """server_binding_cursor: parameters go beside the statement ($1, not quoted into the
+    text), logged and wrapped as Django's own cursors are."""
+    from django.test.utils import CaptureQueriesContext
+
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    sql = "SELECT %s::text || 'x', %s::bigint IS NULL, %s::timestamptz"
+    stamp = timezone.now()
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
+        for _ in range(6):
+            with connection.server_binding_cursor() as cursor:
+                cursor.execute(sql, ["it's", None, stamp])
+                assert cursor.fetchone() == ("it'sx", True, stamp)
+                assert b"$1" in cursor.cursor._query.query
+    assert seen == [sql] * 6 and len(captured.captured_queries) == 6
+    with connection.cursor() as cursor:
+        # Nothing prepared on the server: Django keeps psycopg's preparation off, for poolers.
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 0

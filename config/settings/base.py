@@ -240,6 +240,8 @@ SPECTACULAR_SETTINGS = {
 OIDC_KEYS_FILE = env.path("OIDC_PRIVATE_KEYS_FILE", default=BASE_DIR / "var" / "oidc-keys.json")
 OIDC_RSA_PRIVATE_KEY = env.str("OIDC_RSA_PRIVATE_KEY", default="")
 OIDC_KEYS_GENERATE = env.bool("OIDC_KEYS_GENERATE", default="OIDC_PRIVATE_KEYS_FILE" not in env)
+# How often each process looks whether the key-set file changed (a rotation step).
+OIDC_KEYS_FILE_CHECK_SECONDS = env.float("OIDC_KEYS_FILE_CHECK_SECONDS", default=1.0)
 
 OAUTH2_PROVIDER_APPLICATION_MODEL = "partners.Application"
 OAUTH2_PROVIDER: dict = {

@@ -149,6 +149,8 @@ def _with_kid(key: jwk.JWK, kid: str) -> jwk.JWK:
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {"source": None, "stamp": None, "key_set": None}
+# (file path, when it was last looked at, the key set then): replaced whole, read unlocked.
+_checked: tuple[str, float, KeySet] | None = None
 
 
 def keys_file_path() -> Path | None:
@@ -199,14 +201,27 @@ def _create_file_once(path: Path) -> None:
 
 
 def key_set_load() -> KeySet:
-    """The current key set (cached; the file is re-read when it changes)."""
+    """The current key set (cached; the file is re-read when it changes, which is looked at
+    no more than once every OIDC_KEYS_FILE_CHECK_SECONDS)."""
     pem = getattr(settings, "OIDC_RSA_PRIVATE_KEY", "")
     if pem:
         with _lock:
             if _cache["source"] != ("pem", pem):
                 _cache.update(source=("pem", pem), stamp=None, key_set=_pem_key_set(pem))
             return _cache["key_set"]
+    global _checked
     path = keys_file_path()
+    checked_at = time.monotonic()
+    # Two stat calls per signature otherwise, on every token. A rotation step reaches every
+    # process within the interval; that is safe because a key is published before it signs
+    # and stays published long after it stops signing.
+    recent = _checked
+    if (
+        recent is not None
+        and recent[0] == str(path)
+        and checked_at - recent[1] < settings.OIDC_KEYS_FILE_CHECK_SECONDS
+    ):
+        return recent[2]
     if path is None:
         raise ImproperlyConfigured("Set OIDC_PRIVATE_KEYS_FILE or OIDC_RSA_PRIVATE_KEY.")
     if not path.exists():
@@ -223,13 +238,16 @@ def key_set_load() -> KeySet:
             with path.open() as handle:
                 key_set = KeySet.from_json(json.load(handle))
             _cache.update(source=("file", str(path)), stamp=stamp, key_set=key_set)
+        _checked = (str(path), checked_at, _cache["key_set"])
         return _cache["key_set"]
 
 
 def key_set_forget() -> None:
     """Drop the cached key set (after a rotation, or when tests change the settings)."""
+    global _checked
     with _lock:
         _cache.update(source=None, stamp=None, key_set=None)
+        _checked = None
 
 
 def signing_jwk() -> jwk.JWK:

@@ -177,6 +177,15 @@ def consent_touch(*, user: User, application: Application) -> None:
     _run(Consent, "touch_consent", [timezone.now(), application.pk, user.pk])
 
 
+def _parameter_type(field: Field) -> str:
+    """The type a parameter in a SELECT list needs to be stated as, for the column it goes
+    to: the server infers nothing there, and a NULL or a string bound apart from the text
+    would arrive as text. Character columns take text, and the insert's own conversion checks
+    the length (an explicit cast to varchar(n) would cut a longer value short)."""
+    db_type = str(field.db_type(connection))
+    return "text" if db_type.startswith("varchar") else db_type
+
+
 def _insert_select(model: type[Model], computed: dict[str, str], source: str) -> tuple[str, list]:
     """``INSERT INTO <model's table> (<every column but the key>) SELECT ... FROM source``:
     the columns named in ``computed`` take that SQL, the others a parameter each, in the
@@ -185,7 +194,7 @@ def _insert_select(model: type[Model], computed: dict[str, str], source: str) ->
     quote = connection.ops.quote_name
     fields = [f for f in meta.concrete_fields if f is not meta.pk]
     columns = ", ".join(quote(f.column) for f in fields)
-    values = ", ".join(computed.get(f.name, "%s") for f in fields)
+    values = ", ".join(computed.get(f.name, f"%s::{_parameter_type(f)}") for f in fields)
     # Only quoted table and column names from the model, and our own SQL, go into the text.
     sql = (
         f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {values} "  # noqa: S608
@@ -283,7 +292,9 @@ def refresh_token_rotate(
     params += field_values(instance=access_token, fields=access_fields, connection=target)
     params += field_values(instance=refresh_token, fields=refresh_fields, connection=target)
     params += [now, application.pk, user.pk]
-    with target.cursor() as cursor:
+    # Some forty parameters: bound on the server where the backend offers it (ours does).
+    binding = getattr(target, "server_binding_cursor", target.cursor)
+    with binding() as cursor:
         cursor.execute(sql, params)
         return bool(cursor.fetchone()[0])
 

@@ -96,3 +96,30 @@ def test_pem_key_from_environment(settings, tmp_path):
     finally:
         settings.OIDC_RSA_PRIVATE_KEY = ""
         keys.key_set_forget()
+
+
+def test_a_rotation_by_another_process_is_seen_within_the_check_interval(
+    key_file, settings, monkeypatch
+):
+    """Each process looks at the key-set file at most once per OIDC_KEYS_FILE_CHECK_SECONDS
+    (not on every signature), and sees a rotation written by another process after that."""
+    settings.OIDC_KEYS_FILE_CHECK_SECONDS = 30
+    old = keys.signing_jwk()["kid"]
+    clock = [1000.0]
+    monkeypatch.setattr(keys.time, "monotonic", lambda: clock[0])
+    keys.key_set_forget()
+    assert keys.signing_jwk()["kid"] == old
+    # Another process stages and activates a key: the file changes, this process's cache
+    # is not told.
+    rotated = keys.KeySet.from_json(json.loads(key_file.read_text()))
+    new = keys.key_generate(state=keys.KEY_ACTIVE)
+    for stored in rotated.keys:
+        stored.state = keys.KEY_PREVIOUS
+    rotated.keys.append(new)
+    key_file.write_text(json.dumps(rotated.to_json()))
+    clock[0] += 29
+    assert keys.signing_jwk()["kid"] == old  # not looked at yet: the old key still signs
+    assert old in [k["kid"] for k in keys.public_jwks()["keys"]]
+    clock[0] += 2
+    assert keys.signing_jwk()["kid"] == new.kid
+    assert [k["kid"] for k in keys.public_jwks()["keys"]] == [old, new.kid]

@@ -19,6 +19,9 @@ import time
 from typing import Any
 
 from django.db.backends.postgresql import base
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
+from psycopg.pq import Format
 
 DEFAULT_GRACE_SECONDS = 1.0
 
@@ -48,3 +51,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
         super().close_if_health_check_failed()
         self.cursor_opened_at = now
+
+    def server_binding_cursor(self) -> CursorWrapper:
+        """A cursor that sends its parameters apart from the statement text (PostgreSQL's
+        extended protocol), where Django's cursors quote each parameter into the text in
+        Python: for the refresh grant's one write, with some forty parameters, that quoting
+        was 6 % of the grant's instructions outside the RSA signatures. Nothing is prepared
+        on the server (Django turns psycopg's prepared statements off, for connection
+        poolers). Wrapped as Django wraps its own cursors, so execute wrappers, transactions
+        and query logging see it."""
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            cursor = base.ServerBindingCursor(self.connection)  # type: ignore[attr-defined]
+            # As Django's create_cursor: the connection's time zone for timestamps read.
+            oid = base.TIMESTAMPTZ_OID  # type: ignore[attr-defined]
+            tzloader = self.connection.adapters.get_loader(oid, Format.TEXT)
+            if self.timezone != tzloader.timezone:
+                register_tzloader(self.timezone, cursor)
+        wrapped: CursorWrapper = self._prepare_cursor(cursor)  # type: ignore[attr-defined]
+        return wrapped
