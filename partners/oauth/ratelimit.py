@@ -95,8 +95,10 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
     connection = connections[router.db_for_write(ClientAuthFailures)]
     now = timezone.now()
     ends = now + timedelta(seconds=settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW)
+    # PostgreSQL text cannot hold NUL: such a client_id names no app (and is hashed only).
+    named = client_id if "\x00" not in client_id else None
     params = datetimes_prepared(
-        params=[failure_key(client_id=client_id, ip=ip), client_id, ends, now, now],
+        params=[failure_key(client_id=client_id, ip=ip), named, ends, now, now],
         connection=connection,
     )
     with connection.cursor() as cursor:

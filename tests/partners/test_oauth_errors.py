@@ -1,6 +1,8 @@
 """Bad input gets RFC 6749 / OpenID Connect errors, never a server error, and never a
 redirect to a URI the app did not register."""
 
+import base64
+
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
@@ -247,6 +249,26 @@ def test_garbage_never_causes_a_server_error(live_server, signed_in):
         timeout=10,
     )
     assert basic.status_code == 401
+    # Garbage as the client's own credentials: each failure is counted, none is a 500.
+    for value in junk:
+        for credentials, data in (
+            (f"{value}:{secret}", {"grant_type": "client_credentials"}),
+            (f"{app.client_id}:{value}", {"grant_type": "client_credentials"}),
+            (None, {"grant_type": "refresh_token", "refresh_token": "x", "client_id": value}),
+        ):
+            headers = {}
+            if credentials is not None:
+                encoded = base64.b64encode(credentials.encode()).decode()
+                headers["Authorization"] = f"Basic {encoded}"
+            response = requests.post(
+                f"{live_server.url}/o/token/", data=data, headers=headers, timeout=10
+            )
+            assert response.status_code in (400, 401), (credentials, data, response.text[:200])
+            assert response.json()["error"] in (
+                "invalid_client",
+                "invalid_request",
+                "invalid_grant",
+            )
 
 
 def test_unknown_client_at_device_and_token_endpoints(live_server):
