@@ -687,7 +687,9 @@ class DeviceAuthorizationView(dot_views.DeviceAuthorizationView):
         client_id = request.POST.get("client_id") or ratelimit.presented_client_id(
             authorization=request.META.get("HTTP_AUTHORIZATION"), body_client_id=None
         )
-        application = Application.objects.filter(client_id=client_id).first() if client_id else None
+        # PostgreSQL text cannot hold NUL (the body's parameters were checked; Basic's not).
+        usable_id = client_id and "\x00" not in client_id
+        application = Application.objects.filter(client_id=client_id).first() if usable_id else None
         if application is None or not application.is_usable(None):
             return oauth_json_error("invalid_client", "Unknown client.", 401)
         if not application.allows_grant_type(Application.GRANT_DEVICE_CODE):

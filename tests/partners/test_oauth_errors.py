@@ -264,6 +264,12 @@ def test_garbage_never_causes_a_server_error(live_server, signed_in):
                 f"{live_server.url}/o/token/", data=data, headers=headers, timeout=10
             )
             assert response.status_code in (400, 401), (credentials, data, response.text[:200])
+            if credentials is not None:
+                device = requests.post(
+                    f"{live_server.url}/o/device-authorization/", headers=headers, timeout=10
+                )
+                assert device.status_code in (400, 401), (credentials, device.text[:200])
+                assert device.json()["error"]
             assert response.json()["error"] in (
                 "invalid_client",
                 "invalid_request",
