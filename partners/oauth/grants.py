@@ -13,7 +13,7 @@ hands every other one to DOT's path unchanged, before it has written anything: a
 missing or rate-limited client authentication, a public client asking for client
 credentials or presenting a secret or an Authorization header, an unexpected or repeated
 parameter, a scope outside what the app or the refresh token holds, RFC 8707 resources, a
-CORS request, a refresh token that is not live (unknown, revoked, reused, expired), a refresh
+refresh token that is not live (unknown, revoked, reused, expired), a refresh
 token another request rotated first, an app that signs with something other than RS256, a
 receiver of DOT's app_authorized signal. So every refusal, rate-limit count, reuse detection
 and audit row stays DOT's and ours in partners.oauth.validators, and the tests in
@@ -43,6 +43,7 @@ from oauth2_provider.models import (
 from oauth2_provider.scopes import get_scopes_backend
 from oauth2_provider.settings import oauth2_settings
 from oauth2_provider.signals import app_authorized
+from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
 from accounts.oidc import user_claims
 from partners.models import Application
@@ -76,7 +77,7 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
     the ordinary way, or None: the request is for DOT's path, and nothing was written."""
     if not settings.OAUTH_FAST_TOKEN_GRANTS or app_authorized.has_listeners():
         return None
-    if request.META.get("QUERY_STRING") or "HTTP_ORIGIN" in request.META:
+    if request.META.get("QUERY_STRING"):
         return None
     params: dict[str, str] = {}
     for name, values in request.POST.lists():
@@ -109,7 +110,17 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
     response = HttpResponse(json.dumps(body), content_type="application/json")
     for name, value in _HEADERS.items():
         response[name] = value
+    origin = request.META.get("HTTP_ORIGIN")
+    if grant_type == REFRESH_TOKEN and origin is not None and _origin_allowed(application, origin):
+        response["Access-Control-Allow-Origin"] = origin
     return response
+
+
+def _origin_allowed(application: Application, origin: str) -> bool:
+    """Whether a browser app at ``origin`` may read the refresh grant's answer, as oauthlib
+    decides it for DOT's path (the refresh grant's CORS header; the client credentials
+    grant sets none): an https origin among the app's allowed origins."""
+    return is_secure_transport(origin) and bool(application.origin_allowed(origin))
 
 
 def _basic_credentials(authorization: str) -> tuple[str, str] | None:

@@ -225,6 +225,7 @@ def server_app(make_app):
         form: dict | None = None,
         auth: str = "basic",
         secret: str | None = None,
+        origin: str | None = None,
         **app_fields: Any,
     ) -> Setup:
         app, real_secret = make_app(
@@ -240,6 +241,8 @@ def server_app(make_app):
             setup.headers["Authorization"] = basic(app.client_id, presented)
         elif auth == "body":
             setup.form.update(client_id=app.client_id, client_secret=presented)
+        if origin is not None:
+            setup.headers["Origin"] = origin
         return setup
 
     return build
@@ -264,6 +267,10 @@ CLIENT_CREDENTIALS_CASES = {
     "repeated scope parameter": ({"form": {"scope": ["settlement:read", "wallet:charge"]}}, False),
     "unexpected parameter": ({"form": {"audience": "x"}}, False),
     "RFC 8707 resource": ({"form": {"resource": "https://api.example.com/"}}, False),
+    "CORS request (no CORS header for this grant)": (
+        {"origin": "https://app.example.com", "allowed_origins": "https://app.example.com"},
+        True,
+    ),
 }
 
 
@@ -384,6 +391,7 @@ def signed_in_chain(make_app):
 
 
 PUBLIC = Application.CLIENT_PUBLIC
+APP_ORIGIN = "https://app.example.com"
 REFRESH_CASES = {
     "openid profile email": ({}, True),
     "without openid: no ID token": ({"scope": "wallet:charge"}, True),
@@ -400,7 +408,22 @@ REFRESH_CASES = {
     "revoked: reuse": ({"refresh_state": "revoked"}, False),
     "expired": ({"refresh_state": "expired"}, False),
     "refresh not allowed": ({"grant_types": "authorization-code"}, False),
-    "CORS request": ({"headers": {"Origin": "https://app.example.com"}}, False),
+    "CORS request, origin not allowed": ({"headers": {"Origin": "https://app.example.com"}}, True),
+    "CORS request, origin allowed": (
+        {"allowed_origins": APP_ORIGIN, "headers": {"Origin": APP_ORIGIN}},
+        True,
+    ),
+    "CORS request, another origin": (
+        {"allowed_origins": APP_ORIGIN, "headers": {"Origin": "https://evil.example"}},
+        True,
+    ),
+    "CORS request, plain http origin allowed": (
+        {
+            "allowed_origins": "http://app.example.com",
+            "headers": {"Origin": "http://app.example.com"},
+        },
+        True,
+    ),
     "no refresh token": ({"form": {"refresh_token": ""}}, False),
     "unknown refresh token": ({"form": {"refresh_token": "x" * 43}}, False),
     "repeated refresh_token parameter": (
@@ -422,8 +445,13 @@ REFRESH_CASES = {
     ),
     "public client with Basic credentials": ({"client_type": PUBLIC}, False),
     "public client, CORS request": (
-        {"client_type": PUBLIC, "auth": "client_id", "headers": {"Origin": "https://a.example"}},
-        False,
+        {
+            "client_type": PUBLIC,
+            "auth": "client_id",
+            "allowed_origins": APP_ORIGIN,
+            "headers": {"Origin": APP_ORIGIN},
+        },
+        True,
     ),
     "public client, revoked: reuse": (
         {"client_type": PUBLIC, "auth": "client_id", "refresh_state": "revoked"},
@@ -444,6 +472,22 @@ def test_refresh_answers_match(case, signed_in_chain, monkeypatch):
         assert answer["rows"]["live refresh tokens"] == 1
         assert answer["rows"]["revoked refresh tokens"] == 1
         assert answer["rows"]["consent used"]
+        # A browser app may read the answer only from an https origin it registered.
+        origin = overrides.get("headers", {}).get("Origin")
+        readable = origin == APP_ORIGIN and overrides.get("allowed_origins") == APP_ORIGIN
+        assert answer["headers"]["Access-Control-Allow-Origin"] == (origin if readable else None)
+
+
+def test_a_plain_http_origin_never_reads_the_answer(signed_in_chain, monkeypatch, settings):
+    """Even where http origins may be registered (development), oauthlib sends no CORS
+    header to one, and neither does the fast path."""
+    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "ALLOWED_SCHEMES": ["https", "http"]}
+    origin = "http://app.example.com"
+    answer, fast = both_paths(
+        lambda: signed_in_chain(allowed_origins=origin, headers={"Origin": origin}), monkeypatch
+    )
+    assert fast and answer["status"] == 200
+    assert answer["headers"]["Access-Control-Allow-Origin"] is None
 
 
 def test_a_rate_limited_public_client_is_refused_on_both_paths(
