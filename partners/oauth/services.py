@@ -58,6 +58,13 @@ def datetimes_prepared(*, params: Iterable[Any], connection: Any) -> list[Any]:
     ]
 
 
+def binding_cursor(connection: Any) -> Any:
+    """A cursor that binds its parameters on the server where the backend offers one
+    (config.db.postgresql does): for the token writes, with a dozen to forty parameters
+    each, quoting them into the text in Python costs more than sending them apart."""
+    return getattr(connection, "server_binding_cursor", connection.cursor)()
+
+
 def token_row_insert(*, instance: Model) -> None:
     """Insert a new token row (access, refresh or ID token) exactly as ``instance.save()``
     would: every field's pre_save (timestamps, the token checksum) and database preparation,
@@ -77,7 +84,7 @@ def token_row_insert(*, instance: Model) -> None:
     target = connections[using]
     sql, fields = _insert_statement(model)
     params = field_values(instance=instance, fields=fields, connection=target)
-    with target.cursor() as cursor:
+    with binding_cursor(target) as cursor:
         cursor.execute(sql, params)
         instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
@@ -292,9 +299,7 @@ def refresh_token_rotate(
     params += field_values(instance=access_token, fields=access_fields, connection=target)
     params += field_values(instance=refresh_token, fields=refresh_fields, connection=target)
     params += [now, application.pk, user.pk]
-    # Some forty parameters: bound on the server where the backend offers it (ours does).
-    binding = getattr(target, "server_binding_cursor", target.cursor)
-    with binding() as cursor:
+    with binding_cursor(target) as cursor:
         cursor.execute(sql, params)
         return bool(cursor.fetchone()[0])
 
