@@ -9,6 +9,9 @@ from config import health
 from partners.oauth import urls as oauth_urls
 
 urlpatterns = [
+    # OAuth 2.0 / OpenID Connect provider (partners/oauth). First: partner servers call the
+    # token endpoint more than anything else, and Django tries these patterns in order.
+    path("o/", include("partners.oauth.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
@@ -16,8 +19,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
-    # OAuth 2.0 / OpenID Connect provider (partners/oauth).
-    path("o/", include("partners.oauth.urls")),
     *oauth_urls.root_urlpatterns,
     # Partner portal pages and the settlement API for partners' servers.
     path("partners/", include("partners.portal.urls")),

@@ -82,6 +82,13 @@ API_MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The OAuth endpoints among them answer in English only (RFC 6749 §5.2: error descriptions
+# are ASCII), so they do without the language middleware too.
+OAUTH_ENDPOINT_PREFIXES = ["/o/token/", "/o/introspect/", "/o/revoke_token/"]
+OAUTH_ENDPOINT_MIDDLEWARE = [
+    "config.middleware.SourceLanguageMiddleware" if path.endswith(".LocaleMiddleware") else path
+    for path in API_MIDDLEWARE
+]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -1,7 +1,7 @@
-"""The token, introspection and revocation endpoints and the JSON APIs run behind the short
-API_MIDDLEWARE chain (config/middleware.py): no session, CSRF or login machinery, but the
-HTTPS redirect, the security headers and the language of error messages as before. Pages
-keep the full stack."""
+"""The token, introspection and revocation endpoints and the JSON APIs run behind short
+middleware chains (config/middleware.py): no session, CSRF or login machinery, but the HTTPS
+redirect and the security headers as before, and the language of the JSON APIs' error
+messages (the OAuth endpoints answer in English only). Pages keep the full stack."""
 
 import base64
 import secrets
@@ -24,13 +24,19 @@ AccessToken = get_access_token_model()
 class StampMiddleware:
     """Marks the responses of the chain it is placed in."""
 
+    chain = "api"
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        response["X-Chain"] = "api"
+        response["X-Chain"] = self.chain
         return response
+
+
+class OAuthStampMiddleware(StampMiddleware):
+    chain = "oauth"
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -95,8 +101,14 @@ def test_introspection_and_revocation_ignore_a_browser_session(cc_app):
 def test_the_api_chain_serves_exactly_the_machine_paths(settings, cc_app):
     app, secret = cc_app
     settings.API_MIDDLEWARE = [*settings.API_MIDDLEWARE, f"{__name__}.StampMiddleware"]
+    settings.OAUTH_ENDPOINT_MIDDLEWARE = [
+        *settings.OAUTH_ENDPOINT_MIDDLEWARE,
+        f"{__name__}.OAuthStampMiddleware",
+    ]
     client = Client()
-    assert grant(client, app, secret)["X-Chain"] == "api"
+    assert grant(client, app, secret)["X-Chain"] == "oauth"
+    for path in ("/o/introspect/", "/o/revoke_token/"):
+        assert client.post(path, {"token": "x"})["X-Chain"] == "oauth", path
     assert client.get("/api/wallet/balance/")["X-Chain"] == "api"
     assert client.get("/api/settlement/statements/")["X-Chain"] == "api"
     # pages, the authorization endpoint and the slash-less token path take the full stack
@@ -125,6 +137,25 @@ def test_the_https_redirect_and_hsts_still_apply_to_the_token_endpoint(settings,
     secure = grant(Client(), app, secret, secure=True)
     assert secure.status_code == 200
     assert secure["Strict-Transport-Security"].startswith("max-age=3600")
+
+
+def test_the_oauth_endpoints_answer_in_english_whatever_the_thread_chose(cc_app):
+    """RFC 6749 §5.2: error_description is ASCII. The OAuth chain has no language
+    middleware; it answers in the source language even on a thread where an earlier request
+    chose another."""
+    from django.utils import translation
+
+    app, _secret = cc_app
+    translation.activate("zh-hans")
+    try:
+        refused = grant(Client(), app, "wrong", HTTP_ACCEPT_LANGUAGE="zh-hans")
+        active = translation.get_language()
+    finally:
+        translation.deactivate()
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    assert refused.json().get("error_description", "").isascii()
+    assert active == "en"
+    assert "Content-Language" not in refused and "accept-language" not in vary(refused)
 
 
 def test_api_error_messages_still_follow_accept_language(make_app):
