@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.parse
 from base64 import b64encode
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +78,45 @@ def environ_for(body: bytes, authorization: str) -> dict:
     }
 
 
+def grant_driver(workdir: Path, grant: str) -> Callable[[], None]:
+    """Seed the database, configure this process like a production worker and return a
+    function that sends one ``grant`` through ``config.wsgi`` (a refresh follows its own
+    rotation chain) and fails loudly on anything but 200."""
+    env = bench.tokenpass_env(workdir / "oidc-keys.json")
+    env["DATABASE_URL"] = f"{bench.PG_URL}/{DB_NAME}"
+    seeded = seed(workdir, env, chains=1)
+    os.environ.update(env)
+    sys.path.insert(0, str(bench.ROOT))
+    from config.wsgi import application
+
+    client_id = seeded["cc_client_id" if grant == "client_credentials" else "web_client_id"]
+    credentials = f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(bench.CLIENT_SECRET)}"
+    authorization = "Basic " + b64encode(credentials.encode()).decode()
+    state = {"refresh": seeded["refresh_tokens"][0]}
+
+    def one() -> None:
+        if grant == "client_credentials":
+            form = {"grant_type": "client_credentials", "scope": "settlement:read"}
+        else:
+            form = {"grant_type": "refresh_token", "refresh_token": state["refresh"]}
+        body = urllib.parse.urlencode(form).encode()
+        answer: dict = {}
+
+        def start_response(status: str, headers: list, exc_info: object = None) -> None:
+            answer["status"] = status
+
+        chunks = application(environ_for(body, authorization), start_response)
+        content = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        if not answer["status"].startswith("200"):
+            raise SystemExit(f"{answer['status']}: {content[:300]!r}")
+        if grant == "refresh_token":
+            state["refresh"] = json.loads(content)["refresh_token"]
+
+    return one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
@@ -91,43 +131,9 @@ def main() -> None:
     count = max(1, min(args.requests, 20_000))
 
     with tempfile.TemporaryDirectory(prefix="tokenpass-profile-") as tmp:
-        workdir = Path(tmp)
-        env = bench.tokenpass_env(workdir / "oidc-keys.json")
-        env["DATABASE_URL"] = f"{bench.PG_URL}/{DB_NAME}"
-        seeded = seed(workdir, env, chains=1)
-        os.environ.update(env)
-        sys.path.insert(0, str(bench.ROOT))
+        one = grant_driver(Path(tmp), args.grant)
         from django.db import connection
         from django.test.utils import CaptureQueriesContext
-
-        from config.wsgi import application
-
-        client_id = seeded[
-            "cc_client_id" if args.grant == "client_credentials" else "web_client_id"
-        ]
-        credentials = f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(bench.CLIENT_SECRET)}"
-        authorization = "Basic " + b64encode(credentials.encode()).decode()
-        state = {"refresh": seeded["refresh_tokens"][0]}
-
-        def one() -> None:
-            if args.grant == "client_credentials":
-                form = {"grant_type": "client_credentials", "scope": "settlement:read"}
-            else:
-                form = {"grant_type": "refresh_token", "refresh_token": state["refresh"]}
-            body = urllib.parse.urlencode(form).encode()
-            answer: dict = {}
-
-            def start_response(status: str, headers: list, exc_info: object = None) -> None:
-                answer["status"] = status
-
-            chunks = application(environ_for(body, authorization), start_response)
-            content = b"".join(chunks)
-            if hasattr(chunks, "close"):
-                chunks.close()
-            if not answer["status"].startswith("200"):
-                raise SystemExit(f"{answer['status']}: {content[:300]!r}")
-            if args.grant == "refresh_token":
-                state["refresh"] = json.loads(content)["refresh_token"]
 
         for _ in range(20):  # imports, keys, connection
             one()
