@@ -106,6 +106,18 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
         return int(cursor.fetchone()[0])
 
 
+def client_auth_refusals(*, application: Application) -> list[ClientAuthFailures]:
+    """The app's windows that refuse its client authentication now (one per address that
+    reached the limit), the longest-running last."""
+    return list(
+        ClientAuthFailures.objects.filter(
+            application=application,
+            window_ends__gt=timezone.now(),
+            failures__gte=settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT,
+        ).order_by("window_ends")
+    )
+
+
 def client_auth_unlock(*, windows: QuerySet[ClientAuthFailures], actor: User | None) -> int:
     """End these windows now: their client_id and address may authenticate again at once.
     Each app unlocked gets a row in its partner's log. Returns how many windows ended."""

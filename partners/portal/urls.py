@@ -17,6 +17,11 @@ urlpatterns = [
         views.app_secret_rotate,
         name="app_secret_rotate",
     ),
+    path(
+        "<int:partner_id>/apps/<int:app_id>/unlock/",
+        views.app_client_unlock,
+        name="app_client_unlock",
+    ),
     path("<int:partner_id>/usage/", views.usage, name="usage"),
     path("<int:partner_id>/statements/", views.statement_list, name="statements"),
     path(

@@ -27,7 +27,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import User
 from partners import selectors as partner_selectors
-from partners.models import Application, ApplicationReview, PartnerMember
+from partners.models import Application, ApplicationReview, ClientAuthFailures, PartnerMember
+from partners.oauth import ratelimit
 from partners.portal import forms, selectors, services
 from partners.webhooks import services as webhook_services
 from partners.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -275,6 +276,7 @@ def app_detail(request: HttpRequest, membership: PartnerMember, app_id: Any) -> 
                 scopes=scopes,
                 grants=[grants.get(g, g) for g in app.allowed_grant_types.split()],
                 redirect_uris=app.redirect_uris.split(),
+                refusals=ratelimit.client_auth_refusals(application=app),
             ),
         )
     )
@@ -328,6 +330,21 @@ def app_secret_rotate(request: HttpRequest, membership: PartnerMember, app_id: A
     secret = services.portal_application_secret_rotate(partner=partner, actor=request.user, app=app)
     _secret_stash(request, kind="app", pk=app.pk, secret=secret)
     messages.success(request, _("A new client secret was made. The old one no longer works."))
+    return redirect("partners_portal:app_detail", partner_id=partner.pk, app_id=app.pk)
+
+
+@member_required(APP_EDITORS)
+@require_POST
+def app_client_unlock(request: HttpRequest, membership: PartnerMember, app_id: Any) -> HttpResponse:
+    """Let the app authenticate again at once, after too many failed attempts (a server that
+    kept an old secret after a rotation, say)."""
+    assert isinstance(request.user, User)
+    partner = membership.partner
+    app = partner_selectors.partner_application_get(partner=partner, application_id=app_id)
+    ratelimit.client_auth_unlock(
+        windows=ClientAuthFailures.objects.filter(application=app), actor=request.user
+    )
+    messages.success(request, _("Client authentication is unlocked for this app."))
     return redirect("partners_portal:app_detail", partner_id=partner.pk, app_id=app.pk)
 
 

@@ -13,6 +13,15 @@ from partners.settlement.models import Statement, StatementLine
 from tests.factories import DEFAULT_PASSWORD, PartnerFactory, UserFactory
 
 
+def sign_in_to_the_portal(page, user) -> None:
+    page.goto("/login/?next=/partners/")
+    form = page.locator("form:has(input[name=password])")
+    form.locator("input[name=username]").fill(user.phone)
+    form.locator("input[name=password]").fill(DEFAULT_PASSWORD)
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/partners/$"))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_member_creates_an_app_sees_its_secret_once_and_reads_a_statement(page):
     partner = PartnerFactory(name="Alpha AI", payout_account_number="6222020200112233")
@@ -40,12 +49,7 @@ def test_member_creates_an_app_sees_its_secret_once_and_reads_a_statement(page):
     )
 
     # Sign in with the Tokenpass account, then open the portal.
-    page.goto("/login/?next=/partners/")
-    form = page.locator("form:has(input[name=password])")
-    form.locator("input[name=username]").fill(owner.phone)
-    form.locator("input[name=password]").fill(DEFAULT_PASSWORD)
-    form.locator("button[type=submit]").click()
-    page.wait_for_url(re.compile(r"/partners/$"))
+    sign_in_to_the_portal(page, owner)
     page.get_by_role("link", name="Alpha AI").click()
     expect(page.locator("#payout")).to_contain_text("•••• 2233")
     expect(page.locator("#payout")).not_to_contain_text("6222020200112233")
@@ -87,3 +91,44 @@ def test_member_creates_an_app_sees_its_secret_once_and_reads_a_statement(page):
     assert download.suggested_filename == f"statement-{statement.pk}-2026-10.csv"
     with open(download.path(), encoding="utf-8") as csv_file:
         assert "alpha-large" in csv_file.read()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_developer_sees_a_locked_out_app_and_unlocks_it(page, live_server, settings):
+    import secrets
+
+    import requests
+
+    settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 2
+    partner = PartnerFactory(name="Alpha AI")
+    developer = UserFactory(phone="+8613812345679")
+    PartnerMember.objects.create(partner=partner, user=developer, role=PartnerMember.Role.DEVELOPER)
+    secret = secrets.token_urlsafe(32)
+    app = Application.objects.create(
+        name="Alpha Server",
+        partner=partner,
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        allowed_grant_types="client-credentials",
+        allowed_scopes="settlement:read",
+        client_secret=secret,
+    )
+
+    def grant(presented: str) -> int:
+        return requests.post(
+            f"{live_server.url}/o/token/",
+            data={"grant_type": "client_credentials"},
+            auth=(app.client_id, presented),
+            timeout=10,
+        ).status_code
+
+    # A server kept the old secret after a rotation: the app is locked out.
+    assert [grant("old"), grant("old"), grant(secret)] == [401, 401, 429]
+
+    sign_in_to_the_portal(page, developer)
+    page.goto(f"/partners/{partner.pk}/apps/{app.pk}/")
+    expect(page.locator("#client-auth-refused")).to_contain_text("from 1 address")
+    page.get_by_role("button", name="Unlock now").click()
+    expect(page.get_by_text("Client authentication is unlocked for this app.")).to_be_visible()
+    expect(page.locator("#client-auth-refused")).to_have_count(0)
+    assert grant(secret) == 200

@@ -184,6 +184,7 @@ def test_ids_of_another_partner_are_404_whatever_the_url(as_role, partner_a, par
         assert client.get(url).status_code == 404, url
     for url in [
         portal("app_secret_rotate", partner_a, b_app.pk),
+        portal("app_client_unlock", partner_a, b_app.pk),
         portal("webhook_secret_rotate", partner_a, b_endpoint.pk),
         portal("webhook_delete", partner_a, b_endpoint.pk),
     ]:
@@ -852,3 +853,47 @@ def test_the_app_models_own_rules_show_on_the_form(as_role, partner_a, settings)
     assert response.status_code == 200
     assert response.context["form"].errors.get("redirect_uris")
     assert not Application.objects.exists()
+
+
+def test_a_locked_out_app_is_shown_and_its_developers_unlock_it(as_role, partner_a, settings):
+    """Too many failed client authentications refuse the app, right secret included; the
+    app's page says so, and a developer (not finance) unlocks it, which the log records."""
+    from django.test import Client
+
+    settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 2
+    client = as_role("developer")
+    created = client.post(portal("app_create", partner_a), app_form())
+    page = client.get(created["Location"]).content.decode()
+    secret = re.search(r'id="client-secret">([^<]+)<', page).group(1)
+    app = Application.objects.get()
+    ApplicationReview.objects.filter(application=app).update(
+        status=ApplicationReview.Status.APPROVED
+    )
+    server = Client()
+    assert token_response(server, app, secret).status_code == 200
+    assert (
+        'id="client-auth-refused"'
+        not in client.get(portal("app_detail", partner_a, app.pk)).content.decode()
+    )
+    for _ in range(2):
+        assert token_response(server, app, "old-secret").status_code == 401
+    assert token_response(server, app, secret).status_code == 429
+
+    page = client.get(portal("app_detail", partner_a, app.pk)).content.decode()
+    assert 'id="client-auth-refused"' in page and "from 1 address" in page
+    assert "Unlock now" in page
+
+    finance = Client()
+    finance.force_login(member(partner_a, "finance"), backend=BACKEND)
+    assert "Unlock now" not in finance.get(portal("app_detail", partner_a, app.pk)).content.decode()
+    assert finance.post(portal("app_client_unlock", partner_a, app.pk)).status_code == 403
+    assert token_response(server, app, secret).status_code == 429
+
+    response = client.post(portal("app_client_unlock", partner_a, app.pk))
+    assert response.status_code == 302
+    assert token_response(server, app, secret).status_code == 200
+    assert 'id="client-auth-refused"' not in client.get(response["Location"]).content.decode()
+    event = PartnerEvent.objects.get(action=PartnerEvent.Action.APP_CLIENT_UNLOCKED)
+    assert event.application_id == app.pk
+    assert event.actor_id == int(client.session["_auth_user_id"])
+    assert client.get(portal("app_client_unlock", partner_a, app.pk)).status_code == 405
