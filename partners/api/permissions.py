@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.utils.translation import gettext as _
 from rest_framework import status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -31,19 +32,20 @@ class PartnerClientToken(BasePermission):
         if token.user is not None or application is None:
             raise ApiError(
                 code="client_credentials_required",
-                message="This API needs an access token from the client credentials grant.",
+                message=_("This API needs an access token from the client credentials grant."),
                 status_code=status.HTTP_403_FORBIDDEN,
             )
         if application.partner_id is None or not application_is_live(application=application):
             raise ApiError(
                 code="app_not_live",
-                message="The app is not approved, or its partner is not active.",
+                message=_("The app is not approved, or its partner is not active."),
                 status_code=status.HTTP_403_FORBIDDEN,
             )
         if not token.allow_scopes([SETTLEMENT_SCOPE]):
             raise ApiError(
                 code="insufficient_scope",
-                message=f"The access token needs the {SETTLEMENT_SCOPE} scope.",
+                message=_("The access token needs the %(scope)s scope.")
+                % {"scope": SETTLEMENT_SCOPE},
                 status_code=status.HTTP_403_FORBIDDEN,
                 details={"required_scopes": [SETTLEMENT_SCOPE]},
             )

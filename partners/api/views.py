@@ -6,6 +6,7 @@ answer 404 exactly like ids that do not exist."""
 from typing import Any
 
 from django.http import HttpResponse
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -52,7 +53,7 @@ class SettlementApiView(APIView):
 
     def not_found(self) -> ApiError:
         return ApiError(
-            code="not_found", message="Not found.", status_code=status.HTTP_404_NOT_FOUND
+            code="not_found", message=_("Not found."), status_code=status.HTTP_404_NOT_FOUND
         )
 
     def query(self, serializer_class: type) -> dict[str, Any]:

@@ -127,6 +127,35 @@ def test_a_token_without_settlement_read_is_403(client, partner_a):
     assert error["details"] == {"required_scopes": ["settlement:read"]}
 
 
+def test_error_messages_follow_accept_language_and_codes_stay(client, partner_a):
+    app = server_app(partner_a, scopes="settlement:read wallet:charge")
+    token = token_for(client, app, scope="wallet:charge")
+    english = assert_error(
+        client.get("/api/settlement/statements/", HTTP_AUTHORIZATION=f"Bearer {token}"),
+        403,
+        "insufficient_scope",
+    )
+    chinese = assert_error(
+        client.get(
+            "/api/settlement/statements/",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+            HTTP_ACCEPT_LANGUAGE="zh-hans",
+        ),
+        403,
+        "insufficient_scope",
+    )
+    assert english["message"] == "The access token needs the settlement:read scope."
+    assert chinese["message"] == "访问令牌需要 settlement:read 权限范围。"
+    assert chinese["details"] == english["details"]
+    token = token_for(client, app)
+    missing = client.get(
+        "/api/settlement/statements/999999/",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+    )
+    assert assert_error(missing, 404, "not_found")["message"] == "未找到。"
+
+
 def test_a_token_issued_to_a_person_is_403(client, partner_a):
     from oauth2_provider.models import get_access_token_model
 
