@@ -2,21 +2,21 @@
 without oauthlib's and DOT's request machinery.
 
 Partner servers, and the apps and AI terminals that keep a person signed in, ask for these
-many times a second. Through DOT and oauthlib a grant spent
-three to four times the CPU of the work itself (bench/README.md): building oauthlib's request
-from Django's, a dozen validator round trips, the ORM. Here the work is done directly, with
-the same reads and writes (partners.oauth.selectors and services), the same tokens
-(partners.oauth.tokens and keys) and the same answer.
+many times a second. Through DOT and oauthlib a grant spent three to four times the CPU of
+the work itself (bench/README.md): building oauthlib's request from Django's, a dozen
+validator round trips, the ORM. Here the work is done directly, with the same reads and
+writes (partners.oauth.selectors and services), the same tokens (partners.oauth.tokens and
+keys) and the same answer.
 
 This path only ever says yes. It answers a request that succeeds in the ordinary way and
 hands every other one to DOT's path unchanged, before it has written anything: a failed,
-missing or rate-limited client authentication, a public client asking for client
-credentials or presenting a secret or an Authorization header, an unexpected or repeated
-parameter, a scope outside what the app or the refresh token holds, RFC 8707 resources, a
-refresh token that is not live (unknown, revoked, reused, expired), a refresh
-token another request rotated first, an app that signs with something other than RS256, a
-receiver of DOT's app_authorized signal. So every refusal, rate-limit count, reuse detection
-and audit row stays DOT's and ours in partners.oauth.validators, and the tests in
+missing or rate-limited client authentication, a public client asking for client credentials
+or presenting a secret or an Authorization header, an unexpected or repeated parameter, a
+scope outside what the app or the refresh token holds, RFC 8707 resources, a refresh token
+that is not live (unknown, revoked, reused, expired), a refresh token another request
+rotated first, an app that signs with something other than RS256, a receiver of DOT's
+app_authorized signal. So every refusal, rate-limit count, reuse detection and audit row
+stays DOT's and ours in partners.oauth.validators, and the tests in
 tests/partners/test_oauth_fast_grants.py hold the two paths' answers side by side.
 """
 
