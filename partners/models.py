@@ -260,14 +260,6 @@ class ClientAuthFailures(models.Model):
     def __str__(self) -> str:
         return f"{self.failures} failures until {self.window_ends:%Y-%m-%d %H:%M}"
 
-    @property
-    def blocking(self) -> bool:
-        """Whether this window refuses its client_id and address now."""
-        return (
-            self.window_ends > timezone.now()
-            and self.failures >= settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT
-        )
-
 
 # Back-channel logout deliveries live in their own module; imported here so Django sees them.
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery  # noqa: E402, F401

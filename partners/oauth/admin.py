@@ -16,7 +16,7 @@ from oauth2_provider.generators import generate_client_secret
 
 from partners.admin import ReadOnlyAdminMixin, staff_actor
 from partners.models import Application, ClientAuthFailures, Consent
-from partners.oauth.ratelimit import client_auth_unlock
+from partners.oauth.ratelimit import client_auth_unlock, window_refuses
 from partners.oauth.services import application_client_secret_rotate, consent_revoke
 
 
@@ -126,7 +126,7 @@ class ClientAuthFailuresAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(boolean=True, description=_("refusing now"))
     def is_blocking(self, obj: ClientAuthFailures) -> bool:
-        return obj.blocking
+        return window_refuses(obj)
 
     @admin.action(description=_("Unlock: clear these failure counts"))
     def unlock_selected(self, request: HttpRequest, queryset: QuerySet[ClientAuthFailures]) -> None:

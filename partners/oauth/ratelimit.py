@@ -50,6 +50,11 @@ def failures_block(failures: int | None) -> bool:
     return (failures or 0) >= settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT
 
 
+def window_refuses(window: ClientAuthFailures) -> bool:
+    """Whether this window refuses its client_id and address now."""
+    return window.window_ends > timezone.now() and failures_block(window.failures)
+
+
 def client_auth_blocked(*, client_id: str, ip: str | None) -> bool:
     failures = (
         ClientAuthFailures.objects.filter(
@@ -109,13 +114,8 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
 def client_auth_refusals(*, application: Application) -> list[ClientAuthFailures]:
     """The app's windows that refuse its client authentication now (one per address that
     reached the limit), the longest-running last."""
-    return list(
-        ClientAuthFailures.objects.filter(
-            application=application,
-            window_ends__gt=timezone.now(),
-            failures__gte=settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT,
-        ).order_by("window_ends")
-    )
+    windows = ClientAuthFailures.objects.filter(application=application).order_by("window_ends")
+    return [window for window in windows if window_refuses(window)]
 
 
 def client_auth_unlock(*, windows: QuerySet[ClientAuthFailures], actor: User | None) -> int:

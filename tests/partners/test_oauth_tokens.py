@@ -267,7 +267,7 @@ def test_client_authentication_failures_are_rate_limited(live_server, make_app, 
     # Counted where every worker and host sees it; the address is not stored in clear, the
     # app is named for staff.
     (row,) = ClientAuthFailures.objects.all()
-    assert row.failures == 3 and row.window_ends > timezone.now() and row.blocking
+    assert row.failures == 3 and row.window_ends > timezone.now() and ratelimit.window_refuses(row)
     assert row.key == ratelimit.failure_key(client_id=app.client_id, ip="127.0.0.1")
     assert row.application == app
     # A client_id no app has is counted too, under its hash alone.
@@ -282,7 +282,7 @@ def test_client_authentication_failures_are_rate_limited(live_server, make_app, 
             == 401
         )
     unknown = ClientAuthFailures.objects.get(application=None)
-    assert unknown.failures == 2 and not unknown.blocking
+    assert unknown.failures == 2 and not ratelimit.window_refuses(unknown)
     assert unknown.key == ratelimit.failure_key(client_id="no-such-client", ip="127.0.0.1")
     unknown.delete()
     # A window that has ended counts from one again, and oauth_cleanup deletes it.
