@@ -93,3 +93,24 @@ def test_floor_rotates_refresh_tokens_and_a_reused_one_revokes_the_family(floor_
     }
     live = rows(floor_db, "SELECT 1 FROM floor_token WHERE kind = 'refresh' AND revoked IS NULL")
     assert live == []
+
+
+def test_the_stateless_floor_reads_the_client_once_and_stores_no_access_token(
+    floor_db, monkeypatch
+):
+    """FLOOR_STATELESS does oidc-provider's client credentials work: still the secret check
+    and the scopes, but the client kept after one read and the token not stored."""
+    monkeypatch.setenv("FLOOR_STATELESS", "1")
+    monkeypatch.setattr(floor, "_clients", {})
+    floor.seed(dsn=floor_db, client_id="bench", secret=SECRET, scope="settlement:read", chains=0)
+
+    assert post({"grant_type": "client_credentials"})[0] == "200 OK"
+    with psycopg.connect(floor_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM floor_client")
+    assert post({"grant_type": "client_credentials"})[0] == "200 OK"
+    assert rows(floor_db, "SELECT 1 FROM floor_token") == []
+
+    assert post({"grant_type": "client_credentials"}, secret="wrong")[0] == "401 Unauthorized"
+    assert post({"grant_type": "client_credentials", "scope": "wallet:charge"})[1] == {
+        "error": "invalid_scope"
+    }

@@ -2,7 +2,8 @@
 beside panva's oidc-provider (Node.js), both on this machine's PostgreSQL.
 
     .venv/bin/python bench/token/run.py [--seconds 5] [--rounds 3] [--clients 8]
-                                        [--only tokenpass floor django-floor node] [--node-token-format jwt|opaque]
+                                        [--only tokenpass floor stateless-floor django-floor node]
+                                        [--node-token-format jwt|opaque]
 
 A third server, the Python floor (bench/token/floor.py), is a bare WSGI token endpoint under
 the same gunicorn settings that does only the work every Tokenpass grant must do (client
@@ -10,7 +11,10 @@ lookup and keyed-hash check, RS256 signing, the token rows): it shows how much o
 to oidc-provider belongs to Python and gunicorn, and how much to Django, DOT and oauthlib. A
 fourth, the Django floor (bench/token/django_floor.py), is Tokenpass's own Django stack whose
 token endpoint answers a fixed response without doing a grant: what a request costs in Django
-under gunicorn before any work.
+under gunicorn before any work. A fifth, the stateless floor (floor.py with FLOOR_STATELESS),
+does for client credentials exactly what oidc-provider does here and no more (the client kept
+in memory after one read, the access token not stored): whether any Python server under
+gunicorn could match oidc-provider given the same work.
 
 Two grants are measured on each server: client credentials (a partner's server asks for a
 token for itself) and refresh token (an app renews a user's token; the refresh token rotates
@@ -64,6 +68,7 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 DB_NAME = "tokenpass_bench"
 NODE_DB_NAME = "tokenpass_bench_node"
 FLOOR_DB_NAME = "tokenpass_bench_floor"
+STATELESS_FLOOR_DB_NAME = "tokenpass_bench_floor_stateless"
 CLIENT_SECRET = "bench-client-secret-7Qm2xV9pL4"
 # Keycloak's sizing guide budgets one vCPU for every 120 client-credentials grants per second.
 KEYCLOAK_CC_PER_VCPU = 120.0
@@ -361,13 +366,21 @@ def start_tokenpass(
 
 
 def start_floor(
-    workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str
+    workdir: Path,
+    workers: int,
+    chains: int,
+    cc_scope: str,
+    refresh_scope: str,
+    *,
+    stateless: bool = False,
 ) -> tuple[subprocess.Popen, Target]:
-    """The bare WSGI floor (floor.py) under the same gunicorn settings as Tokenpass."""
+    """The bare WSGI floor (floor.py) under the same gunicorn settings as Tokenpass; with
+    ``stateless``, doing for client credentials only what oidc-provider does (FLOOR_STATELESS)."""
     import floor
 
-    recreate_database(FLOOR_DB_NAME)
-    dsn = f"{PG_URL}/{FLOOR_DB_NAME}"
+    database = STATELESS_FLOOR_DB_NAME if stateless else FLOOR_DB_NAME
+    recreate_database(database)
+    dsn = f"{PG_URL}/{database}"
     client_id = "floor-client"
     tokens = floor.seed(
         dsn=dsn,
@@ -377,7 +390,7 @@ def start_floor(
         chains=chains,
     )
     port = free_port()
-    env = dict(os.environ, FLOOR_DATABASE_URL=dsn)
+    env = dict(os.environ, FLOOR_DATABASE_URL=dsn, FLOOR_STATELESS="1" if stateless else "0")
     server = start_gunicorn(
         "floor:application",
         port=port,
@@ -387,7 +400,7 @@ def start_floor(
     )
     wait_for_http(port, "/")
     return server, Target(
-        name="Python floor",
+        name="Stateless floor" if stateless else "Python floor",
         port=port,
         token_path="/token",
         cc_client_id=client_id,
@@ -511,6 +524,7 @@ def bench_all(starters: dict, args: argparse.Namespace) -> dict[str, dict[str, R
 RATIO_PAIRS = (
     ("Tokenpass", "oidc-provider"),
     ("Python floor", "oidc-provider"),
+    ("Stateless floor", "oidc-provider"),
     ("Django floor", "oidc-provider"),
     ("Tokenpass", "Python floor"),
     ("Tokenpass", "Django floor"),
@@ -600,8 +614,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["tokenpass", "floor", "django-floor", "node"],
-        help="run only these servers (default: all four)",
+        choices=["tokenpass", "floor", "stateless-floor", "django-floor", "node"],
+        help="run only these servers (default: all five)",
     )
     parser.add_argument(
         "--token-path", default="", help="Tokenpass token endpoint (default: from discovery)"
@@ -625,7 +639,7 @@ def main() -> None:
     with lock, tempfile.TemporaryDirectory(prefix="tokenpass-bench-") as tmp:
         workdir = Path(tmp)
         starters = {}
-        only = set(args.only or ["tokenpass", "floor", "django-floor", "node"])
+        only = set(args.only or ["tokenpass", "floor", "stateless-floor", "django-floor", "node"])
         if "tokenpass" in only:
             starters[f"Tokenpass under gunicorn ({args.workers} workers)"] = lambda: (
                 start_tokenpass(
@@ -640,6 +654,12 @@ def main() -> None:
         if "floor" in only:
             starters[f"Python floor under gunicorn ({args.workers} workers)"] = lambda: start_floor(
                 workdir, args.workers, chains, args.cc_scope, args.refresh_scope
+            )
+        if "stateless-floor" in only:
+            starters[f"Stateless floor under gunicorn ({args.workers} workers)"] = lambda: (
+                start_floor(
+                    workdir, args.workers, chains, args.cc_scope, args.refresh_scope, stateless=True
+                )
             )
         if "django-floor" in only:
             starters[f"Django floor under gunicorn ({args.workers} workers)"] = lambda: (
