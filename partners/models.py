@@ -261,6 +261,33 @@ class ClientAuthFailures(models.Model):
         return f"{self.failures} failures until {self.window_ends:%Y-%m-%d %H:%M}"
 
 
+class AccessTokenRevocation(models.Model):
+    """A client credentials access token revoked before it expired (RFC 7009).
+
+    Those tokens are not stored when they are issued: a partner server may ask for one per
+    call, and the token is a signed JWT that says everything about itself (RFC 9068). Only a
+    revocation is written, keyed by the token's jti, and kept until the token would have
+    expired; every check of such a token (our APIs, introspection) looks for it here.
+    Insert-only: a revocation is never undone."""
+
+    jti = models.CharField(max_length=64, unique=True)
+    application = models.ForeignKey(
+        settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
+        on_delete=models.CASCADE,
+        related_name="access_token_revocations",
+    )
+    # The token's own expiry: after it the row can go (oauth_cleanup).
+    expires = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("revoked client credentials token")
+        verbose_name_plural = _("revoked client credentials tokens")
+
+    def __str__(self) -> str:
+        return f"{self.jti} (revoked {self.revoked_at:%Y-%m-%d %H:%M})"
+
+
 # Back-channel logout deliveries live in their own module; imported here so Django sees them.
 from partners.models_logout import BackchannelLogoutAttempt, BackchannelLogoutDelivery  # noqa: E402, F401
 

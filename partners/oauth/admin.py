@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 from oauth2_provider.generators import generate_client_secret
 
 from partners.admin import ReadOnlyAdminMixin, staff_actor
-from partners.models import Application, ClientAuthFailures, Consent
+from partners.models import AccessTokenRevocation, Application, ClientAuthFailures, Consent
 from partners.oauth.ratelimit import client_auth_unlock, window_refuses
 from partners.oauth.services import application_client_secret_rotate, consent_revoke
 
@@ -132,6 +132,19 @@ class ClientAuthFailuresAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def unlock_selected(self, request: HttpRequest, queryset: QuerySet[ClientAuthFailures]) -> None:
         ended = client_auth_unlock(windows=queryset, actor=staff_actor(request))
         _unlocked(request, ended)
+
+
+@admin.register(AccessTokenRevocation)
+class AccessTokenRevocationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Client credentials tokens revoked before they expired (they are not stored otherwise;
+    partners.oauth.tokens). Rows go once the token would have expired (oauth_cleanup)."""
+
+    list_display = ("jti", "application", "revoked_at", "expires")
+    list_select_related = ("application",)
+    search_fields = ("jti", "application__name", "application__client_id")
+    ordering = ("-revoked_at",)
+    readonly_fields = ("jti", "application", "revoked_at", "expires")
+    fields = readonly_fields
 
 
 @admin.register(Consent)

@@ -49,7 +49,7 @@ from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import hashers, keys, ratelimit
 from partners.oauth.selectors import client_authentication_read, refresh_token_unexpired
-from partners.oauth.services import refresh_token_rotate, token_checksum, token_row_insert
+from partners.oauth.services import refresh_token_rotate, token_checksum
 from partners.oauth.tokens import access_token_issue, issuer, refresh_token_generate
 
 CLIENT_CREDENTIALS = "client_credentials"
@@ -222,23 +222,15 @@ def _client_credentials(application: Application, params: dict[str, str]) -> dic
         return None
     expires_in = int(oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
     client_id = application.client_id
+    # Not stored (partners.oauth.tokens): the grant writes nothing.
     access_token = access_token_issue(
         client_id=client_id,
         subject=client_id,
         audience=[client_id],
         scopes=scopes,
         expires_in=expires_in,
+        grant_type=CLIENT_CREDENTIALS,
     )
-    row = get_access_token_model()(
-        user=None,
-        scope=" ".join(scopes),
-        expires=timezone.now() + timedelta(seconds=expires_in),
-        application=application,
-        resource=[],
-    )
-    set_token_value(row, access_token)
-    # One INSERT: in autocommit it is its own transaction.
-    token_row_insert(instance=row)
     return {
         "access_token": access_token,
         "expires_in": expires_in,

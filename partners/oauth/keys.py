@@ -68,6 +68,10 @@ class StoredKey:
         assert isinstance(key, rsa.RSAPrivateKey)
         return key
 
+    @functools.cached_property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.signer.public_key()
+
     def public_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = self.private_jwk.export_public(as_dict=True)
         data.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
@@ -284,6 +288,15 @@ def verification_jwk(kid: str) -> jwk.JWK | None:
     for key in key_set_load().published:
         if key.kid == kid:
             return jwk.JWK(**key.public_dict())
+    return None
+
+
+def verifier(kid: Any) -> rsa.RSAPublicKey | None:
+    """The public key of the published key with this kid, to verify our own signatures;
+    None if no published key has it."""
+    for key in key_set_load().published:
+        if key.kid == kid:
+            return key.public_key
     return None
 
 

@@ -1,14 +1,15 @@
 """Reads for the OAuth side: the client at the token endpoint, consents and connected apps."""
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Field, Max, Model
+from django.db.models import Exists, Field, Max, Model, OuterRef
 from django.utils import timezone
 from oauth2_provider.models import (
     get_access_token_model,
@@ -19,6 +20,7 @@ from oauth2_provider.scopes import get_scopes_backend
 
 from accounts.models import User
 from partners.models import (
+    AccessTokenRevocation,
     Application,
     ApplicationReview,
     AuthorizationCode,
@@ -26,6 +28,7 @@ from partners.models import (
     Consent,
     Partner,
 )
+from partners.oauth.tokens import token_audience
 
 
 @dataclass(frozen=True)
@@ -355,3 +358,34 @@ def connected_apps_for_user(*, user: User) -> list[ConnectedApp]:
             )
         )
     return result
+
+
+def client_credentials_access_token(*, token: str, claims: dict[str, Any]) -> Any | None:
+    """The access token a client credentials token stands for, unsaved (such tokens are not
+    stored, see partners.oauth.tokens), built as DOT's row would be so that DOT, DRF and our
+    permissions treat it alike; None if it was revoked or its app is gone. ``claims`` come
+    from tokens.client_credentials_claims (the signature checked). One query: the app, with
+    its partner and review, and whether the jti was revoked."""
+    application = (
+        Application.objects.select_related("partner", "review")
+        .annotate(
+            _revoked=Exists(
+                AccessTokenRevocation.objects.filter(application=OuterRef("pk"), jti=claims["jti"])
+            )
+        )
+        .filter(client_id=claims["client_id"])
+        .first()
+    )
+    if application is None or application._revoked:
+        return None
+    access_token = get_access_token_model()(
+        user=None,
+        application=application,
+        scope=claims["scope"],
+        expires=datetime.fromtimestamp(claims["exp"], tz=UTC),
+        created=datetime.fromtimestamp(claims["iat"], tz=UTC),
+        resource=token_audience(claims) or [],
+    )
+    # The checksum DOT's row would carry; the token itself is kept nowhere (RFC 9700 §4.14).
+    access_token.token_checksum = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return access_token

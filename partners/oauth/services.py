@@ -3,7 +3,7 @@
 import functools
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, connections, router, transaction
@@ -21,7 +21,7 @@ from oauth2_provider.models import (
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
-from partners.models import Application, AuthorizationCode, Consent
+from partners.models import AccessTokenRevocation, Application, AuthorizationCode, Consent
 
 
 def token_checksum(value: str) -> str:
@@ -377,6 +377,23 @@ def authorization_code_replay_revoke(*, record: AuthorizationCode) -> None:
             ).delete()
 
 
+def client_credentials_token_revoke(*, application: Application, claims: dict[str, Any]) -> None:
+    """Revoke a client credentials access token (RFC 7009) given its verified claims
+    (tokens.client_credentials_claims): its jti is recorded until it would expire. Only the
+    app it was issued to may revoke it, and revoking twice or revoking an expired token
+    changes nothing (RFC 7009 §2.2 answers 200 either way)."""
+    if claims["client_id"] != application.client_id:
+        return
+    expires = datetime.fromtimestamp(claims["exp"], tz=UTC)
+    if expires <= timezone.now():
+        return
+    # ON CONFLICT DO NOTHING: two revocations of one token at once both succeed.
+    AccessTokenRevocation.objects.bulk_create(
+        [AccessTokenRevocation(jti=claims["jti"], application=application, expires=expires)],
+        ignore_conflicts=True,
+    )
+
+
 def application_client_secret_rotate(*, application: Application) -> str:
     """Give the app a new client secret and return it in plain text: the only time anyone
     sees it. The stored value is a keyed hash; the old secret stops working at once."""
@@ -392,8 +409,9 @@ def application_client_secret_rotate(*, application: Application) -> str:
 
 def oauth_expired_prune(*, code_older_than_seconds: int) -> dict[str, int]:
     """Delete what no request can use any more: expired tokens and grants (DOT's
-    clear_expired, in batches), authorization code records no live token needs, and ended
-    windows of client authentication failures. Safe to run at any time and as often as
+    clear_expired, in batches), authorization code records no live token needs, ended
+    windows of client authentication failures, and revocations of client credentials tokens
+    that have expired anyway. Safe to run at any time and as often as
     wanted; the beat runs it every hour."""
     # ratelimit builds on this module's statement helpers: imported here, not at the top.
     from partners.oauth.ratelimit import client_auth_failures_prune
@@ -404,6 +422,9 @@ def oauth_expired_prune(*, code_older_than_seconds: int) -> dict[str, int]:
             older_than_seconds=code_older_than_seconds
         ),
         "client_auth_windows": client_auth_failures_prune(),
+        "access_token_revocations": AccessTokenRevocation.objects.filter(
+            expires__lte=timezone.now()
+        ).delete()[0],
     }
 
 

@@ -1,13 +1,27 @@
 """Access tokens are JWTs in the RFC 9068 profile, signed with the current OIDC key, so a
-partner server can verify one locally against our JWKS. They are still revocable: DOT keeps a
-SHA-256 of each token, and introspection and our own APIs look the token up there."""
+partner server can verify one locally against our JWKS. They are still revocable.
 
+- A token issued to a person (authorization code, refresh, device grants) is stored as DOT
+  stores it, as a SHA-256 of the token; revoking it deletes the row, and introspection and
+  our own APIs look the token up there.
+- A client credentials token is not stored: a partner's server may ask for one per call, and
+  the token says everything about itself. It carries the claim ``gty: client_credentials``
+  (the name Auth0 gives it) under our signature, so that it can never be mistaken for a
+  person's token whose row was deleted. Revoking it records its jti
+  (partners.AccessTokenRevocation) until it would have expired, and every check of such a
+  token verifies the signature and looks for a revocation instead of a row."""
+
+import base64
+import binascii
 import json
 import secrets
 import time
 import uuid
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from django.conf import settings
 from jwcrypto import jwk, jws, jwt
 from jwcrypto.common import JWException
@@ -15,6 +29,9 @@ from jwcrypto.common import JWException
 from partners.oauth import keys
 
 ACCESS_TOKEN_TYPE = "at+jwt"
+# The claim that marks a client credentials token, and its value.
+GRANT_TYPE_CLAIM = "gty"
+CLIENT_CREDENTIALS = "client_credentials"
 
 
 def issuer() -> str:
@@ -23,11 +40,18 @@ def issuer() -> str:
 
 
 def access_token_claims(
-    *, client_id: str, subject: str, audience: list[str], scopes: list[str], expires_in: int
+    *,
+    client_id: str,
+    subject: str,
+    audience: list[str],
+    scopes: list[str],
+    expires_in: int,
+    grant_type: str | None = None,
 ) -> dict[str, Any]:
-    """The claims of an RFC 9068 access token issued now to ``client_id``."""
+    """The claims of an RFC 9068 access token issued now to ``client_id``; with the client
+    credentials ``grant_type``, marked as such (GRANT_TYPE_CLAIM)."""
     now = int(time.time())
-    return {
+    claims: dict[str, Any] = {
         "iss": issuer(),
         "sub": subject,
         "aud": audience[0] if len(audience) == 1 else audience,
@@ -38,10 +62,19 @@ def access_token_claims(
         "exp": now + expires_in,
         "jti": uuid.uuid4().hex,
     }
+    if grant_type == CLIENT_CREDENTIALS:
+        claims[GRANT_TYPE_CLAIM] = CLIENT_CREDENTIALS
+    return claims
 
 
 def access_token_issue(
-    *, client_id: str, subject: str, audience: list[str], scopes: list[str], expires_in: int
+    *,
+    client_id: str,
+    subject: str,
+    audience: list[str],
+    scopes: list[str],
+    expires_in: int,
+    grant_type: str | None = None,
 ) -> str:
     """A signed RFC 9068 access token with access_token_claims, issued now."""
     claims = access_token_claims(
@@ -50,6 +83,7 @@ def access_token_issue(
         audience=audience,
         scopes=scopes,
         expires_in=expires_in,
+        grant_type=grant_type,
     )
     return keys.jwt_sign(claims=claims, typ=ACCESS_TOKEN_TYPE)
 
@@ -75,7 +109,62 @@ def access_token_generate(request: Any) -> str:
         audience=audience,
         scopes=request.scopes or [],
         expires_in=int(request.expires_in),
+        grant_type=getattr(request, "grant_type", None),
     )
+
+
+def _b64url_decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def client_credentials_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a client credentials access token signed by one of our published keys
+    (expired or not: the caller decides), or None for anything else: a person's token, an ID
+    token, a token another issuer or key signed, anything malformed.
+
+    Verified with cryptography directly: jwcrypto rebuilt the key set from JSON on every
+    call, and this runs on every API request a partner's server makes."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
+        return None
+    header_part, claims_part, signature_part = token.split(".")
+    try:
+        header = json.loads(_b64url_decode(header_part))
+        claims = json.loads(_b64url_decode(claims_part))
+        signature = _b64url_decode(signature_part)
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return None
+    if header.get("typ") != ACCESS_TOKEN_TYPE or header.get("alg") != "RS256":
+        return None
+    if claims.get(GRANT_TYPE_CLAIM) != CLIENT_CREDENTIALS:
+        return None
+    verifier = keys.verifier(header.get("kid"))
+    if verifier is None:
+        return None
+    try:
+        verifier.verify(
+            signature,
+            f"{header_part}.{claims_part}".encode("ascii"),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
+    except (InvalidSignature, UnicodeEncodeError, ValueError):
+        return None
+    client_id = claims.get("client_id")
+    if (
+        not isinstance(client_id, str)
+        or not client_id
+        or claims.get("sub") != client_id
+        or token_audience(claims) is None
+        or claims.get("iss") != issuer()
+        or not isinstance(claims.get("jti"), str)
+        or not isinstance(claims.get("exp"), int)
+        or not isinstance(claims.get("iat"), int)
+        or not isinstance(claims.get("scope"), str)
+    ):
+        return None
+    return claims
 
 
 def refresh_token_generate(request: Any, refresh_token: bool = False) -> str:
@@ -113,3 +202,20 @@ def access_token_verify(*, token: str, audience: str | None = None) -> dict[str,
         raise InvalidAccessToken(str(exc)) from exc
     claims: dict[str, Any] = json.loads(verified.claims)
     return claims
+
+
+def token_audience(claims: dict[str, Any]) -> list[str] | None:
+    """The RFC 8707 resources a client credentials token is restricted to (the audience
+    after the client itself, as access_token_generate writes it; empty for none), or None if
+    the audience is not one we write."""
+    audience = claims.get("aud")
+    if audience == claims.get("client_id"):
+        return []
+    if (
+        not isinstance(audience, list)
+        or len(audience) < 2
+        or audience[0] != claims.get("client_id")
+        or not all(isinstance(item, str) for item in audience)
+    ):
+        return None
+    return audience[1:]

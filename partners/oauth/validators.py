@@ -6,7 +6,9 @@
 - refresh token reuse is written to the security audit log;
 - device codes are bound to their client and redeemed once;
 - claims come from accounts.oidc, `sub` is the public id, auth_time is the real sign-in time;
-- ID tokens are verified against every published key, so rotation does not break them.
+- ID tokens are verified against every published key, so rotation does not break them;
+- client credentials access tokens are not stored (partners.oauth.tokens): they are checked
+  by their signature and the revocation list, and revoking one records its jti.
 """
 
 import json
@@ -33,6 +35,7 @@ from partners.oauth.backends import SESSION_AUTH_TIME_KEY, SESSION_SID_KEY, SESS
 from partners.oauth.device import device_code_digest
 from partners.oauth.selectors import (
     application_for_client_id,
+    client_credentials_access_token,
     consent_covers,
     refresh_token_live,
     refresh_token_unexpired,
@@ -40,12 +43,13 @@ from partners.oauth.selectors import (
 from partners.oauth.services import (
     access_token_row_delete,
     authorization_code_replay_revoke,
+    client_credentials_token_revoke,
     consent_touch,
     refresh_token_rotation_revoke,
     token_checksum,
     token_row_insert,
 )
-from partners.oauth.tokens import issuer
+from partners.oauth.tokens import client_credentials_claims, issuer
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +290,7 @@ class TokenpassOAuth2Validator(OAuth2Validator):
 
     def _bearer_token_save(self, token: dict, request: Any, *args: Any, **kwargs: Any) -> None:
         if request.grant_type == "client_credentials" and not token.get("refresh_token"):
-            # One INSERT, the access token's row: in autocommit that statement is its own
-            # transaction, and BEGIN and COMMIT around it would be two more round trips to
-            # PostgreSQL on every grant.
-            self._save_bearer_token(token, request, *args, **kwargs)
+            # Not stored: the JWT is checked by its signature and the revocation list.
             return
         with transaction.atomic():
             record = None
@@ -482,6 +483,10 @@ class TokenpassOAuth2Validator(OAuth2Validator):
         )
 
     def _load_access_token(self, token: str) -> Any:
+        claims = client_credentials_claims(token)
+        if claims is not None:
+            # Never stored, so never looked up: None if revoked or the app is gone.
+            return client_credentials_access_token(token=token, claims=claims)
         # DOT's lookup by the token's SHA-256, with the app's partner and review joined: the
         # is_usable() check that follows reads both, which would be two more queries.
         return (
@@ -491,6 +496,18 @@ class TokenpassOAuth2Validator(OAuth2Validator):
             .filter(token_checksum=token_checksum(token))
             .first()
         )
+
+    def revoke_token(
+        self, token: str, token_type_hint: Any, request: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        claims = client_credentials_claims(token)
+        if claims is None:
+            super().revoke_token(token, token_type_hint, request, *args, **kwargs)
+            return
+        # RFC 7009 §2.1: only the client the token was issued to may revoke it; any other
+        # client's request is answered 200 like an unknown token, and changes nothing.
+        if isinstance(request.client, Application):
+            client_credentials_token_revoke(application=request.client, claims=claims)
 
     def validate_jwt_bearer_token(self, token: str, scopes: Any, request: Any) -> bool:
         # oauthlib's OpenID server routes any bearer value that looks like a JWT here, meant

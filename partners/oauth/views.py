@@ -46,6 +46,7 @@ from partners.oauth.device import (
     user_code_normalize,
 )
 from partners.oauth.selectors import (
+    client_credentials_access_token,
     connected_apps_for_user,
     consent_covers,
     scope_descriptions,
@@ -57,7 +58,7 @@ from partners.oauth.services import (
     token_checksum,
 )
 from partners.oauth.spending import AuthorizationDetailsRefused, spending_limits
-from partners.oauth.tokens import issuer
+from partners.oauth.tokens import client_credentials_claims, issuer
 
 # Longest value accepted per parameter; anything else is capped at DEFAULT_PARAM_LIMIT.
 PARAM_LIMITS = {
@@ -509,14 +510,16 @@ class TokenView(dot_views.TokenView):
     def authorization_flow_token_response(
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        """DOT's, except that the token just issued is read back from the database (one
-        more query per grant) only when something listens to the app_authorized signal."""
-        if app_authorized.has_listeners():
-            response: HttpResponse = super().authorization_flow_token_response(
-                request, *args, **kwargs
-            )
-            return response
+        """DOT's, except that the token just issued is read back (one more query per grant)
+        only when something listens to the app_authorized signal, and that a client
+        credentials token, which is not stored, is built from its claims for the signal."""
         _url, headers, body, status = self.create_token_response(request)
+        if status == 200 and app_authorized.has_listeners():
+            issued = json.loads(body).get("access_token")
+            if issued is not None:
+                token = _issued_access_token(issued)
+                if token is not None:
+                    app_authorized.send(sender=self, request=request, token=token)
         response = HttpResponse(content=body, status=status)
         for name, value in headers.items():
             response[name] = value
@@ -543,6 +546,17 @@ class TokenView(dot_views.TokenView):
             if not cache.add(key, 1, timeout=max(device.interval, 1)):
                 return oauth_json_error("slow_down", "Poll less often.")
         return self.device_flow_token_response(request, sealed)
+
+
+def _issued_access_token(issued: str) -> Any:
+    """The access token just issued: its row, or for a client credentials token (not
+    stored) the unsaved instance its claims stand for."""
+    from oauth2_provider.models import get_access_token_model
+
+    claims = client_credentials_claims(issued)
+    if claims is not None:
+        return client_credentials_access_token(token=issued, claims=claims)
+    return get_access_token_model().objects.filter(token_checksum=token_checksum(issued)).first()
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -591,21 +605,27 @@ class IntrospectTokenView(OAuthLibMixin, View):
         hint = request.POST.get("token_type_hint")
         access = None
         refresh = None
-        if hint != "refresh_token":
+        claims = client_credentials_claims(token_value)
+        if claims is not None:
+            # Not stored: the signature is checked, then the revocation list.
+            access = client_credentials_access_token(token=token_value, claims=claims)
+            if access is None:
+                return inactive
+        elif hint != "refresh_token":
             access = (
                 get_access_token_model()
                 .objects.select_related("user", "application__partner")
                 .filter(token_checksum=checksum)
                 .first()
             )
-        if access is None:
+        if access is None and claims is None:
             refresh = (
                 get_refresh_token_model()
                 .objects.select_related("user", "application__partner", "access_token")
                 .filter(token_checksum=checksum, revoked__isnull=True)
                 .first()
             )
-        if access is None and refresh is None and hint == "refresh_token":
+        if access is None and refresh is None and hint == "refresh_token" and claims is None:
             access = (
                 get_access_token_model()
                 .objects.select_related("user", "application__partner")

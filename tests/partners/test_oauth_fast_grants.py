@@ -35,6 +35,7 @@ from accounts.models import AuditEvent
 from partners.models import Application, AuthorizationCode, Consent, Partner
 from partners.oauth import grants, keys, ratelimit
 from partners.oauth.services import token_checksum
+from partners.oauth.tokens import client_credentials_claims
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -165,7 +166,14 @@ def outcome(response, setup: Setup) -> dict:
         if setup.user is not None
         else [],
     }
-    if "access_token" in body:
+    if "access_token" in body and jwt_parts(body["access_token"])[1].get("gty"):
+        # A client credentials token is not stored; only its signature stands for it.
+        assert not AccessToken.objects.filter(
+            token_checksum=token_checksum(body["access_token"])
+        ).exists()
+        assert client_credentials_claims(body["access_token"]) is not None
+        seen["stored"] = {"stored": False}
+    elif "access_token" in body:
         stored = AccessToken.objects.get(token_checksum=token_checksum(body["access_token"]))
         assert stored.token == ""
         assert abs((stored.expires - timezone.now()).total_seconds() - body["expires_in"]) < 30

@@ -83,23 +83,21 @@ def chain(make_app):
     return app, secret, user, raw
 
 
-def test_client_credentials_grant_reads_the_app_once_and_writes_one_row(cc_app):
+def test_client_credentials_grant_reads_the_app_once_and_writes_nothing(cc_app):
     app, secret = cc_app
     client_credentials(app, secret)  # warm caches (keys, scopes)
     with CaptureQueriesContext(connection) as captured:
         response = client_credentials(app, secret)
     assert response.status_code == 200, response.content
     sent = statements(captured.captured_queries)
-    # the app with its partner and review and the client's failure count, then the access
-    # token's row
-    assert len(sent) == 2, sent
+    # the app with its partner and review and the client's failure count; the token is not
+    # stored (partners.oauth.tokens)
+    assert len(sent) == 1, sent
     assert sent[0].startswith("SELECT") and "partners_applicationreview" in sent[0]
     assert "partners_clientauthfailures" in sent[0]
-    assert sent[1].startswith("INSERT") and "oauth2_provider_accesstoken" in sent[1]
-    # a single write needs no transaction block of its own (here it would be a savepoint)
     assert not any(q["sql"].startswith("SAVEPOINT") for q in captured.captured_queries)
-    stored = AccessToken.objects.get(token_checksum=token_checksum(response.json()["access_token"]))
-    assert stored.token == "" and stored.application_id == app.pk
+    issued = response.json()["access_token"]
+    assert not AccessToken.objects.filter(token_checksum=token_checksum(issued)).exists()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,222 @@
+"""Client credentials access tokens are not stored (partners.oauth.tokens): a partner's
+server may ask for one per call. They are checked by their signature and the revocation
+list, through the real endpoints: our APIs, introspection (RFC 7662), revocation (RFC 7009)."""
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from freezegun import freeze_time
+from oauth2_provider.models import AccessToken
+from oauth2_provider.signals import app_authorized
+
+from partners.models import AccessTokenRevocation, Application, Partner
+from partners.oauth import keys
+from partners.oauth.services import oauth_expired_prune, token_checksum
+from partners.oauth.tokens import access_token_issue, client_credentials_claims
+from tests.factories import PartnerFactory, UserFactory
+from tests.partners.test_oauth_admin import staff_client  # noqa: F401 (a fixture)
+from tests.partners.test_settlement_api import SECRET, server_app, token_for
+
+STATEMENTS = "/api/settlement/statements/"
+
+
+def basic(app: Application) -> str:
+    return "Basic " + base64.b64encode(f"{app.client_id}:{SECRET}".encode()).decode()
+
+
+def bearer(client: Client, token: str, path: str = STATEMENTS):
+    return client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def introspect(app: Application, token: str) -> dict:
+    response = Client().post("/o/introspect/", {"token": token}, HTTP_AUTHORIZATION=basic(app))
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def revoke(app: Application, token: str, **extra: str):
+    return Client().post(
+        "/o/revoke_token/", {"token": token, **extra}, HTTP_AUTHORIZATION=basic(app)
+    )
+
+
+@pytest.fixture
+def partner(db):
+    return PartnerFactory(name="Alpha AI")
+
+
+@pytest.fixture
+def app(partner):
+    return server_app(partner)
+
+
+def test_a_client_credentials_token_is_not_stored_and_opens_the_api(client, app):
+    token = token_for(client, app)
+
+    assert not AccessToken.objects.filter(application=app).exists()
+    claims = client_credentials_claims(token)
+    assert claims is not None
+    assert claims["gty"] == "client_credentials" and claims["sub"] == app.client_id
+    assert bearer(client, token).status_code == 200
+
+
+def test_introspection_describes_a_live_one_to_its_partner_only(client, app, partner):
+    token = token_for(client, app)
+    claims = client_credentials_claims(token)
+
+    answer = introspect(app, token)
+    assert answer["active"] is True
+    assert answer["client_id"] == app.client_id
+    assert answer["scope"] == "settlement:read"
+    assert answer["token_type"] == "Bearer"
+    assert (answer["jti"], answer["exp"], answer["iat"]) == (
+        claims["jti"],
+        claims["exp"],
+        claims["iat"],
+    )
+    assert "sub" not in answer
+
+    sibling = server_app(partner, name="Second server")
+    assert introspect(sibling, token)["active"] is True
+    stranger = server_app(PartnerFactory(name="Beta Labs"), name="Beta server")
+    assert introspect(stranger, token) == {"active": False}
+
+
+def test_revocation_is_at_once_everywhere_and_idempotent(client, app):
+    token = token_for(client, app)
+    kept = token_for(client, app)
+
+    for _ in range(2):
+        response = revoke(app, token, token_type_hint="access_token")
+        assert response.status_code == 200, response.content
+    assert list(AccessTokenRevocation.objects.values_list("jti", "application")) == [
+        (client_credentials_claims(token)["jti"], app.pk)
+    ]
+    assert bearer(client, token).status_code == 401
+    assert introspect(app, token) == {"active": False}
+    # The hint is only a hint (RFC 7009 §2.1), and another token of the app lives on.
+    assert bearer(client, kept).status_code == 200
+    assert revoke(app, kept, token_type_hint="refresh_token").status_code == 200
+    assert bearer(client, kept).status_code == 401
+
+
+def test_another_client_cannot_revoke_it(client, app, partner):
+    token = token_for(client, app)
+    sibling = server_app(partner, name="Second server")
+
+    assert revoke(sibling, token).status_code == 200
+    assert not AccessTokenRevocation.objects.exists()
+    assert bearer(client, token).status_code == 200
+
+
+def test_a_persons_token_is_never_taken_for_one(client, app):
+    """A person's access token is revoked by deleting its row; a valid signature must not
+    bring it back. Only our signature over the gty claim makes a token stateless."""
+    person = UserFactory()
+    orphan = access_token_issue(
+        client_id=app.client_id,
+        subject=person.public_id,
+        audience=[app.client_id],
+        scopes=["settlement:read"],
+        expires_in=600,
+    )
+    assert client_credentials_claims(orphan) is None
+    assert bearer(client, orphan).status_code == 401
+    assert introspect(app, orphan) == {"active": False}
+
+    # The gty claim under our signature, but naming a person: refused as well.
+    claims = json.loads(base64.urlsafe_b64decode(orphan.split(".")[1] + "=="))
+    claims["gty"] = "client_credentials"
+    signed = keys.jwt_sign(claims=claims, typ="at+jwt")
+    assert client_credentials_claims(signed) is None
+    assert bearer(client, signed).status_code == 401
+
+
+def test_a_forged_or_altered_token_is_refused(client, app):
+    token = token_for(client, app)
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "settlement:read wallet:charge"
+    altered = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    for forged in (
+        f"{header}.{altered}.{signature}",
+        f"{header}.{payload}.{signature[:-4]}AAAA",
+        f"{header}.{payload}.",
+        token + ".x",
+        "e30.e30.e30",
+    ):
+        assert client_credentials_claims(forged) is None
+        assert bearer(client, forged).status_code == 401
+        assert introspect(app, forged) == {"active": False}
+
+
+def test_it_dies_with_its_app_or_partner(client, app, partner):
+    token = token_for(client, app)
+    Partner.objects.filter(pk=partner.pk).update(status=Partner.Status.SUSPENDED)
+    assert bearer(client, token).status_code == 401
+
+    Partner.objects.filter(pk=partner.pk).update(status=Partner.Status.ACTIVE)
+    assert bearer(client, token).status_code == 200
+    app.delete()
+    assert bearer(client, token).status_code == 401
+
+
+def test_expired_ones_are_refused_and_their_revocations_pruned(client, app):
+    token = token_for(client, app)
+    revoked = token_for(client, app)
+    assert revoke(app, revoked).status_code == 200
+
+    with freeze_time(timezone.now() + timedelta(hours=1, seconds=5)):
+        assert bearer(client, token).status_code == 401
+        assert introspect(app, token) == {"active": False}
+        # Revoking an expired token has nothing left to do.
+        assert revoke(app, token).status_code == 200
+        assert AccessTokenRevocation.objects.count() == 1
+        assert oauth_expired_prune(code_older_than_seconds=0)["access_token_revocations"] == 1
+    assert not AccessTokenRevocation.objects.exists()
+
+
+def test_a_key_rotation_leaves_it_valid(client, app):
+    token = token_for(client, app)
+    keys.key_stage()
+    keys.key_activate()
+
+    assert bearer(client, token).status_code == 200
+    assert introspect(app, token)["active"] is True
+    assert client_credentials_claims(token_for(client, app))["iss"]
+
+
+def test_app_authorized_listeners_get_the_unsaved_token(client, app):
+    """With a listener DOT's path answers (the fast path steps aside); the signal carries
+    the token its claims stand for, though it has no row."""
+    received = []
+
+    def listener(sender, request, token, **kwargs):
+        received.append(token)
+
+    app_authorized.connect(listener)
+    try:
+        token = token_for(client, app)
+    finally:
+        app_authorized.disconnect(listener)
+    (signalled,) = received
+    assert signalled.pk is None and signalled.user is None
+    assert signalled.application == app and signalled.scope == "settlement:read"
+    assert signalled.token_checksum == token_checksum(token)
+    assert client_credentials_claims(token) is not None
+
+
+def test_staff_see_revocations_in_the_admin(app, staff_client):  # noqa: F811
+    token = token_for(Client(), app)
+    assert revoke(app, token).status_code == 200
+    admin = staff_client
+
+    listing = admin.get("/admin/partners/accesstokenrevocation/")
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert client_credentials_claims(token)["jti"] in page and app.name in page
+    assert admin.get("/admin/partners/accesstokenrevocation/add/").status_code == 403
