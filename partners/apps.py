@@ -8,9 +8,12 @@ class PartnersConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import post_delete, post_save
 
         from accounts.signals import user_session_ended, user_signed_out_everywhere
         from partners import admin_logout  # noqa: F401 (registers the delivery admin)
+        from partners.models import Application, ApplicationReview, Partner
+        from partners.oauth import clientcache
         from partners.oauth.backchannel import (
             on_user_logged_out,
             on_user_session_ended,
@@ -28,3 +31,12 @@ class PartnersConfig(AppConfig):
         user_session_ended.connect(
             on_user_session_ended, dispatch_uid="partners.backchannel_logout_session"
         )
+        # An app, partner or review changed in this process: the client credentials grant
+        # forgets the apps it remembered (other processes within OAUTH_CLIENT_CACHE_SECONDS).
+        for model in (Application, Partner, ApplicationReview):
+            for signal in (post_save, post_delete):
+                signal.connect(
+                    clientcache.forget,
+                    sender=model,
+                    dispatch_uid=f"partners.clientcache.{signal is post_save}.{model.__name__}",
+                )

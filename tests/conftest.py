@@ -53,9 +53,15 @@ def _sms_outbox(settings, tmp_path):
 def _clear_cache():
     from django.core.cache import cache
 
+    from partners.oauth import clientcache
+
+    # Each process's memory of authenticated clients too: a test's rolled-back apps must
+    # not answer the next test's requests.
     cache.clear()
+    clientcache.forget()
     yield
     cache.clear()
+    clientcache.forget()
 
 
 # Browser tests: Playwright drives Debian's Chromium against pytest-django's live server.

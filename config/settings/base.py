@@ -307,6 +307,10 @@ OAUTH_CLIENT_AUTH_FAILURE_WINDOW = env.int("OAUTH_CLIENT_AUTH_FAILURE_WINDOW", d
 # by partners/oauth/grants.py instead of DOT and oauthlib (same answer, a third of the CPU);
 # False sends every grant down DOT's path.
 OAUTH_FAST_TOKEN_GRANTS = env.bool("OAUTH_FAST_TOKEN_GRANTS", default=True)
+# How long each process remembers a client that just authenticated for client credentials
+# (partners/oauth/clientcache.py): the longest another process's change to the app, its
+# partner or its lockout takes to reach it. 0 reads the database on every grant.
+OAUTH_CLIENT_CACHE_SECONDS = env.float("OAUTH_CLIENT_CACHE_SECONDS", default=1.0)
 
 LOGGING = {
     "version": 1,

@@ -47,7 +47,7 @@ from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
 from accounts.oidc import user_claims
 from partners.models import Application
-from partners.oauth import hashers, keys, ratelimit
+from partners.oauth import clientcache, hashers, keys, ratelimit
 from partners.oauth.selectors import client_authentication_read, refresh_token_unexpired
 from partners.oauth.services import refresh_token_rotate, token_checksum
 from partners.oauth.tokens import access_token_issue, issuer, refresh_token_generate
@@ -176,14 +176,24 @@ def _client_authenticated(
         client_id, secret = params.get("client_id", ""), params.get("client_secret", "")
     if not client_id or not (secret or public) or "\x00" in client_id:
         return None
-    read = client_authentication_read(
-        client_id=client_id,
-        failure_key=ratelimit.failure_key(client_id=client_id, ip=request.META.get("REMOTE_ADDR")),
-        refresh_checksum=refresh_checksum,
+    failure_key = ratelimit.failure_key(client_id=client_id, ip=request.META.get("REMOTE_ADDR"))
+    # A confidential client asking for client credentials again within the interval: the app
+    # it authenticated as a moment ago (see clientcache), its secret checked again below.
+    remembered = (
+        clientcache.recall(client_id=client_id, failure_key=failure_key)
+        if refresh_checksum is None and not public
+        else None
     )
-    application = read.application
-    if ratelimit.failures_block(read.failures):
-        return None
+    application: Application | None
+    if remembered is not None:
+        application, refresh_token = remembered, None
+    else:
+        read = client_authentication_read(
+            client_id=client_id, failure_key=failure_key, refresh_checksum=refresh_checksum
+        )
+        if ratelimit.failures_block(read.failures):
+            return None
+        application, refresh_token = read.application, read.refresh_token
     if (
         application is None
         or application.client_id != client_id
@@ -199,7 +209,9 @@ def _client_authenticated(
         or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
     ):
         return None
-    return application, read.refresh_token
+    if remembered is None and refresh_checksum is None and not public:
+        clientcache.remember(client_id=client_id, failure_key=failure_key, application=application)
+    return application, refresh_token
 
 
 def _scopes_requested(params: dict[str, str]) -> list[str] | None:

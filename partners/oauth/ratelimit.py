@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from partners.models import Application, ClientAuthFailures, PartnerEvent
+from partners.oauth import clientcache
 from partners.oauth.services import datetimes_prepared
 from partners.services import partner_event_record
 
@@ -106,6 +107,8 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
         params=[failure_key(client_id=client_id, ip=ip), named, ends, now, now],
         connection=connection,
     )
+    # The client credentials grant must not go on answering from memory for this pair.
+    clientcache.forget()
     with connection.cursor() as cursor:
         cursor.execute(_record_statement(), params)
         return int(cursor.fetchone()[0])

@@ -83,7 +83,8 @@ def chain(make_app):
     return app, secret, user, raw
 
 
-def test_client_credentials_grant_reads_the_app_once_and_writes_nothing(cc_app):
+def test_client_credentials_grant_reads_the_app_once_and_writes_nothing(cc_app, settings):
+    settings.OAUTH_CLIENT_CACHE_SECONDS = 0  # no memory of the client: see test_oauth_client_cache
     app, secret = cc_app
     client_credentials(app, secret)  # warm caches (keys, scopes)
     with CaptureQueriesContext(connection) as captured:
