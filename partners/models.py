@@ -85,6 +85,11 @@ class Application(AbstractApplication):
     allowed_scopes = models.TextField(
         _("allowed scopes"), blank=True, help_text=_("Space separated scopes the app may request.")
     )
+    # Client credentials tokens issued before this time are refused (they are not stored, so
+    # this is how all of an app's live ones are revoked at once).
+    client_tokens_not_before = models.DateTimeField(
+        _("client credentials tokens revoked before"), null=True, blank=True, editable=False
+    )
 
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"

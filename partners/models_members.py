@@ -99,6 +99,10 @@ class PartnerEvent(models.Model):
         APP_SUSPENDED = "app_suspended", _("app suspended")
         APP_SECRET_ROTATED = "app_secret_rotated", _("app client secret rotated")
         APP_CLIENT_UNLOCKED = "app_client_unlocked", _("app client authentication unlocked")
+        APP_CLIENT_TOKENS_REVOKED = (
+            "app_client_tokens_revoked",
+            _("app client credentials tokens revoked"),
+        )
         WEBHOOK_CREATED = "webhook_created", _("webhook endpoint added")
         WEBHOOK_UPDATED = "webhook_updated", _("webhook endpoint changed")
         WEBHOOK_DELETED = "webhook_deleted", _("webhook endpoint removed")

@@ -58,10 +58,10 @@ def _clear_cache():
     # Each process's memory of authenticated clients too: a test's rolled-back apps must
     # not answer the next test's requests.
     cache.clear()
-    clientcache.forget()
+    clientcache.clear()
     yield
     cache.clear()
-    clientcache.forget()
+    clientcache.clear()
 
 
 # Browser tests: Playwright drives Debian's Chromium against pytest-django's live server.

@@ -17,7 +17,11 @@ from oauth2_provider.generators import generate_client_secret
 from partners.admin import ReadOnlyAdminMixin, staff_actor
 from partners.models import AccessTokenRevocation, Application, ClientAuthFailures, Consent
 from partners.oauth.ratelimit import client_auth_unlock, window_refuses
-from partners.oauth.services import application_client_secret_rotate, consent_revoke
+from partners.oauth.services import (
+    application_client_secret_rotate,
+    application_client_tokens_revoke,
+    consent_revoke,
+)
 
 
 def _show_secret_once(request: HttpRequest, application: Application, secret: str) -> None:
@@ -72,7 +76,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         ),
         (_("Dates"), {"fields": ("created", "updated")}),
     )
-    actions = ["rotate_client_secret", "unlock_client_authentication"]
+    actions = ["rotate_client_secret", "unlock_client_authentication", "revoke_client_tokens"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description=_("client secret"))
@@ -108,6 +112,21 @@ class ApplicationAdmin(admin.ModelAdmin):
             actor=staff_actor(request),
         )
         _unlocked(request, ended)
+
+    @admin.action(description=_("Revoke its client credentials tokens (all issued until now)"))
+    def revoke_client_tokens(self, request: HttpRequest, queryset: QuerySet[Application]) -> None:
+        apps = list(queryset.select_related("partner").order_by("pk"))
+        for application in apps:
+            application_client_tokens_revoke(application=application, actor=staff_actor(request))
+        messages.success(
+            request,
+            ngettext(
+                "Client credentials tokens of %(count)d app revoked.",
+                "Client credentials tokens of %(count)d apps revoked.",
+                len(apps),
+            )
+            % {"count": len(apps)},
+        )
 
 
 @admin.register(ClientAuthFailures)

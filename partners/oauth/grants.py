@@ -185,6 +185,7 @@ def _client_authenticated(
         else None
     )
     application: Application | None
+    read_in = clientcache.generation()
     if remembered is not None:
         application, refresh_token = remembered, None
     else:
@@ -210,7 +211,9 @@ def _client_authenticated(
     ):
         return None
     if remembered is None and refresh_checksum is None and not public:
-        clientcache.remember(client_id=client_id, failure_key=failure_key, application=application)
+        clientcache.remember(
+            client_id=client_id, failure_key=failure_key, application=application, read_in=read_in
+        )
     return application, refresh_token
 
 

@@ -103,15 +103,16 @@ def client_auth_failure_record(*, client_id: str, ip: str | None) -> int:
     ends = now + timedelta(seconds=settings.OAUTH_CLIENT_AUTH_FAILURE_WINDOW)
     # PostgreSQL text cannot hold NUL: such a client_id names no app (and is hashed only).
     named = client_id if "\x00" not in client_id else None
-    params = datetimes_prepared(
-        params=[failure_key(client_id=client_id, ip=ip), named, ends, now, now],
-        connection=connection,
-    )
-    # The client credentials grant must not go on answering from memory for this pair.
-    clientcache.forget()
+    key = failure_key(client_id=client_id, ip=ip)
+    params = datetimes_prepared(params=[key, named, ends, now, now], connection=connection)
+    # The client credentials grant must not go on answering from memory for this pair: not
+    # from before the count, nor from a read that saw the count before it was written.
+    clientcache.forget_client(client_id=client_id, failure_key=key)
     with connection.cursor() as cursor:
         cursor.execute(_record_statement(), params)
-        return int(cursor.fetchone()[0])
+        count = int(cursor.fetchone()[0])
+    clientcache.forget_client(client_id=client_id, failure_key=key)
+    return count
 
 
 def client_auth_refusals(*, application: Application) -> list[ClientAuthFailures]:

@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -360,6 +361,16 @@ def connected_apps_for_user(*, user: User) -> list[ConnectedApp]:
     return result
 
 
+def client_tokens_valid_from(*, application: Application) -> int:
+    """The earliest iat (whole seconds) a client credentials token of this app may carry."""
+    valid_from = int(application.created.timestamp())
+    revoked_before = application.client_tokens_not_before
+    if revoked_before is not None:
+        # Rounded up: a token issued earlier in the same second as the revocation dies too.
+        valid_from = max(valid_from, math.ceil(revoked_before.timestamp()))
+    return valid_from
+
+
 def client_credentials_access_token(*, token: str, claims: dict[str, Any]) -> Any | None:
     """The access token a client credentials token stands for, unsaved (such tokens are not
     stored, see partners.oauth.tokens), built as DOT's row would be so that DOT, DRF and our
@@ -377,6 +388,10 @@ def client_credentials_access_token(*, token: str, claims: dict[str, Any]) -> An
         .first()
     )
     if application is None or application._revoked:
+        return None
+    # Issued before this app existed (to an older app that had the same client_id), or
+    # before staff or the partner revoked all of the app's client credentials tokens.
+    if claims["iat"] < client_tokens_valid_from(application=application):
         return None
     access_token = get_access_token_model()(
         user=None,

@@ -21,7 +21,14 @@ from oauth2_provider.models import (
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
-from partners.models import AccessTokenRevocation, Application, AuthorizationCode, Consent
+from partners.models import (
+    AccessTokenRevocation,
+    Application,
+    AuthorizationCode,
+    Consent,
+    PartnerEvent,
+)
+from partners.services import partner_event_record
 
 
 def token_checksum(value: str) -> str:
@@ -392,6 +399,25 @@ def client_credentials_token_revoke(*, application: Application, claims: dict[st
         [AccessTokenRevocation(jti=claims["jti"], application=application, expires=expires)],
         ignore_conflicts=True,
     )
+
+
+def application_client_tokens_revoke(*, application: Application, actor: User | None) -> None:
+    """Revoke every client credentials token the app holds now (they are not stored: from
+    now on, any issued before this moment is refused), and say so in the partner's log.
+    New ones can be asked for at once, from the next second on."""
+    with transaction.atomic():
+        now = timezone.now()
+        Application.objects.filter(pk=application.pk).update(
+            client_tokens_not_before=now, updated=now
+        )
+        application.client_tokens_not_before = now
+        if application.partner_id is not None:
+            partner_event_record(
+                partner=application.partner,
+                action=PartnerEvent.Action.APP_CLIENT_TOKENS_REVOKED,
+                actor=actor,
+                application=application,
+            )
 
 
 def application_client_secret_rotate(*, application: Application) -> str:

@@ -14,6 +14,7 @@ partner server can verify one locally against our JWKS. They are still revocable
 import base64
 import binascii
 import json
+import re
 import secrets
 import time
 import uuid
@@ -99,7 +100,15 @@ def access_token_generate(request: Any) -> str:
     audience: list[str] = [client_id]
     resource = getattr(request, "resource", None)
     if isinstance(resource, str):
-        resource = [resource]
+        # RFC 8707 lets resource repeat; oauthlib keeps the last value. Recovered from the
+        # body as DOT's _check_and_set_request_resource recovers it for the row it stores
+        # (for a client credentials token there is no row: its aud is what is enforced).
+        repeated = [
+            value
+            for key, value in (getattr(request, "decoded_body", None) or [])
+            if key == "resource"
+        ]
+        resource = repeated if len(repeated) > 1 else [resource]
     for item in resource or []:
         if isinstance(item, str) and item not in audience:
             audience.append(item)
@@ -113,8 +122,17 @@ def access_token_generate(request: Any) -> str:
     )
 
 
-def _b64url_decode(part: str) -> bytes:
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+# A compact JWS as we write it: three base64url parts without padding, a short header.
+_COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]{1,512})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+
+
+def _b64url_json(part: str) -> Any:
+    """The JSON value in a base64url part (already matched by _COMPACT_JWS); ValueError if
+    it is not one. Nesting too deep for the parser is refused like any other bad JSON."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (binascii.Error, RecursionError) as exc:
+        raise ValueError("not base64url JSON") from exc
 
 
 def client_credentials_claims(token: str) -> dict[str, Any] | None:
@@ -123,14 +141,18 @@ def client_credentials_claims(token: str) -> dict[str, Any] | None:
     token, a token another issuer or key signed, anything malformed.
 
     Verified with cryptography directly: jwcrypto rebuilt the key set from JSON on every
-    call, and this runs on every API request a partner's server makes."""
-    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
+    call, and this runs on every API request a partner's server makes. The parts must be
+    strict base64url, so that each token has exactly one spelling."""
+    if not isinstance(token, str) or len(token) > 8192:
         return None
-    header_part, claims_part, signature_part = token.split(".")
+    parts = _COMPACT_JWS.fullmatch(token)
+    if parts is None:
+        return None
+    header_part, claims_part, signature_part = parts.groups()
     try:
-        header = json.loads(_b64url_decode(header_part))
-        claims = json.loads(_b64url_decode(claims_part))
-        signature = _b64url_decode(signature_part)
+        header = _b64url_json(header_part)
+        claims = _b64url_json(claims_part)
+        signature = base64.urlsafe_b64decode(signature_part + "=" * (-len(signature_part) % 4))
     except (ValueError, binascii.Error):
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -149,7 +171,7 @@ def client_credentials_claims(token: str) -> dict[str, Any] | None:
             padding.PKCS1v15(),
             hashes.SHA256(),
         )
-    except (InvalidSignature, UnicodeEncodeError, ValueError):
+    except (InvalidSignature, ValueError):
         return None
     client_id = claims.get("client_id")
     if (

@@ -290,7 +290,10 @@ class TokenpassOAuth2Validator(OAuth2Validator):
 
     def _bearer_token_save(self, token: dict, request: Any, *args: Any, **kwargs: Any) -> None:
         if request.grant_type == "client_credentials" and not token.get("refresh_token"):
-            # Not stored: the JWT is checked by its signature and the revocation list.
+            # Not stored: the JWT is checked by its signature and the revocation list. The
+            # RFC 8707 resources it names are still validated (invalid_target), as DOT
+            # validates them for the row it would have stored.
+            self._check_and_set_request_resource(request)
             return
         with transaction.atomic():
             record = None

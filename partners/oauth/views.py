@@ -652,10 +652,10 @@ class IntrospectTokenView(OAuthLibMixin, View):
             data["scope"] = access.scope
             data["token_type"] = "Bearer"
             data["exp"] = int(calendar.timegm(access.expires.utctimetuple()))
-            claims = _unverified_claims(token_value)
-            if claims.get("jti"):
-                data["jti"] = claims["jti"]
-            data["aud"] = claims.get("aud", application.client_id)
+            token_claims = claims if claims is not None else _unverified_claims(token_value)
+            if token_claims.get("jti"):
+                data["jti"] = token_claims["jti"]
+            data["aud"] = token_claims.get("aud", application.client_id)
         else:
             assert refresh is not None
             current = refresh.access_token

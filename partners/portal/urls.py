@@ -22,6 +22,11 @@ urlpatterns = [
         views.app_client_unlock,
         name="app_client_unlock",
     ),
+    path(
+        "<int:partner_id>/apps/<int:app_id>/revoke-client-tokens/",
+        views.app_client_tokens_revoke,
+        name="app_client_tokens_revoke",
+    ),
     path("<int:partner_id>/usage/", views.usage, name="usage"),
     path("<int:partner_id>/statements/", views.statement_list, name="statements"),
     path(

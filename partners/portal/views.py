@@ -29,6 +29,7 @@ from accounts.models import User
 from partners import selectors as partner_selectors
 from partners.models import Application, ApplicationReview, ClientAuthFailures, PartnerMember
 from partners.oauth import ratelimit
+from partners.oauth import services as oauth_services
 from partners.portal import forms, selectors, services
 from partners.webhooks import services as webhook_services
 from partners.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -345,6 +346,25 @@ def app_client_unlock(request: HttpRequest, membership: PartnerMember, app_id: A
         windows=ClientAuthFailures.objects.filter(application=app), actor=request.user
     )
     messages.success(request, _("Client authentication is unlocked for this app."))
+    return redirect("partners_portal:app_detail", partner_id=partner.pk, app_id=app.pk)
+
+
+@member_required(APP_EDITORS)
+@require_POST
+def app_client_tokens_revoke(
+    request: HttpRequest, membership: PartnerMember, app_id: Any
+) -> HttpResponse:
+    """End every client credentials token the app holds now (a token leaked, say); its
+    servers ask for new ones as usual."""
+    assert isinstance(request.user, User)
+    partner = membership.partner
+    app = partner_selectors.partner_application_get(partner=partner, application_id=app_id)
+    if app.client_type != Application.CLIENT_CONFIDENTIAL:
+        raise Http404
+    oauth_services.application_client_tokens_revoke(application=app, actor=request.user)
+    messages.success(
+        request, _("Every client credentials token of this app issued until now is revoked.")
+    )
     return redirect("partners_portal:app_detail", partner_id=partner.pk, app_id=app.pk)
 
 

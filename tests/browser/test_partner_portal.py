@@ -94,7 +94,7 @@ def test_member_creates_an_app_sees_its_secret_once_and_reads_a_statement(page):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_developer_sees_a_locked_out_app_and_unlocks_it(page, live_server, settings):
+def test_a_developer_unlocks_a_locked_out_app_and_revokes_its_tokens(page, live_server, settings):
     import secrets
 
     import requests
@@ -132,3 +132,26 @@ def test_a_developer_sees_a_locked_out_app_and_unlocks_it(page, live_server, set
     expect(page.get_by_text("Client authentication is unlocked for this app.")).to_be_visible()
     expect(page.locator("#client-auth-refused")).to_have_count(0)
     assert grant(secret) == 200
+
+    # A token may have leaked: the developer ends every one the app holds, after confirming.
+    token = requests.post(
+        f"{live_server.url}/o/token/",
+        data={"grant_type": "client_credentials", "scope": "settlement:read"},
+        auth=(app.client_id, secret),
+        timeout=10,
+    ).json()["access_token"]
+
+    def statements() -> int:
+        return requests.get(
+            f"{live_server.url}/api/settlement/statements/",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).status_code
+
+    assert statements() == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke all client credentials tokens").click()
+    expect(
+        page.get_by_text("Every client credentials token of this app issued until now")
+    ).to_be_visible()
+    assert statements() == 401

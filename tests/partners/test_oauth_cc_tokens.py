@@ -13,7 +13,7 @@ from freezegun import freeze_time
 from oauth2_provider.models import AccessToken
 from oauth2_provider.signals import app_authorized
 
-from partners.models import AccessTokenRevocation, Application, Partner
+from partners.models import AccessTokenRevocation, Application, Partner, PartnerEvent
 from partners.oauth import keys
 from partners.oauth.services import oauth_expired_prune, token_checksum
 from partners.oauth.tokens import access_token_issue, client_credentials_claims
@@ -220,3 +220,81 @@ def test_staff_see_revocations_in_the_admin(app, staff_client):  # noqa: F811
     page = listing.content.decode()
     assert client_credentials_claims(token)["jti"] in page and app.name in page
     assert admin.get("/admin/partners/accesstokenrevocation/add/").status_code == 403
+
+
+def test_garbage_bearer_tokens_never_cause_a_server_error(client, app):
+    token = token_for(client, app)
+    nested = base64.urlsafe_b64encode(b"[" * 2500).decode().rstrip("=")
+    for garbage in (
+        f"e30.{nested}.AA",
+        f"{nested}.e30.AA",
+        token + "=",
+        token.replace(".", "=.", 1),
+        token[:-2] + "@@",
+        "..",
+        "a" * 4000,
+    ):
+        assert client_credentials_claims(garbage) is None
+        assert bearer(client, garbage).status_code == 401
+        assert introspect(app, garbage) == {"active": False}
+        assert revoke(app, garbage).status_code == 200
+    assert bearer(client, token).status_code == 200
+
+
+def test_resources_are_validated_and_all_kept(client, app):
+    """RFC 8707 on a client credentials grant (DOT's path): each resource is checked, and a
+    repeated one is kept whole in aud, which is what restricts a token that has no row."""
+    form = "grant_type=client_credentials&scope=settlement%3Aread"
+    for resources, status in (
+        ("&resource=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fb.example", 200),
+        ("&resource=not-a-uri", 400),
+    ):
+        response = client.post(
+            "/o/token/",
+            form + resources,
+            content_type="application/x-www-form-urlencoded",
+            HTTP_AUTHORIZATION=basic(app),
+        )
+        assert response.status_code == status, response.content
+    assert response.json()["error"] == "invalid_target"
+    restricted = client.post(
+        "/o/token/",
+        form + "&resource=https%3A%2F%2Fa.example&resource=https%3A%2F%2Fb.example",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_AUTHORIZATION=basic(app),
+    ).json()["access_token"]
+    claims = client_credentials_claims(restricted)
+    assert claims["aud"] == [app.client_id, "https://a.example", "https://b.example"]
+    # Restricted to those two: not a token for the settlement API.
+    assert bearer(client, restricted).status_code == 401
+    assert introspect(app, restricted)["aud"] == claims["aud"]
+
+
+def test_a_token_of_a_deleted_app_does_not_open_a_new_app_with_its_client_id(client, app, partner):
+    token = token_for(client, app)
+    client_id = app.client_id
+    app.delete()
+    with freeze_time(timezone.now() + timedelta(seconds=2)):
+        server_app(partner, client_id=client_id)
+        assert bearer(client, token).status_code == 401
+        assert introspect(Application.objects.get(client_id=client_id), token) == {"active": False}
+
+
+def test_staff_revoke_all_of_an_apps_tokens_from_the_admin(app, partner, staff_client):  # noqa: F811
+    server = Client()
+    token = token_for(server, app)
+    other_app = server_app(partner, name="Second server")
+    other = token_for(server, other_app)
+
+    response = staff_client.post(
+        "/admin/partners/application/",
+        {"action": "revoke_client_tokens", "_selected_action": [app.pk]},
+    )
+    assert response.status_code == 302
+    assert bearer(server, token).status_code == 401
+    assert introspect(other_app, token) == {"active": False}
+    assert bearer(server, other).status_code == 200
+    event = PartnerEvent.objects.get(action=PartnerEvent.Action.APP_CLIENT_TOKENS_REVOKED)
+    assert event.application_id == app.pk and event.actor_id is not None
+    with freeze_time(timezone.now() + timedelta(seconds=2)):
+        assert bearer(server, token_for(server, app)).status_code == 200

@@ -99,5 +99,19 @@ def test_off_with_zero_and_bounded(cc_app, settings, monkeypatch):
     settings.OAUTH_CLIENT_CACHE_SECONDS = 30
     monkeypatch.setattr(clientcache, "MAX_ENTRIES", 2)
     for n in range(5):
-        clientcache.remember(client_id=f"c{n}", failure_key="k", application=app)
+        clientcache.remember(
+            client_id=f"c{n}", failure_key="k", application=app, read_in=clientcache.generation()
+        )
         assert len(clientcache._entries) <= 2
+
+
+def test_an_app_read_before_a_forgetting_is_not_remembered(cc_app):
+    app, _secret = cc_app
+    read_in = clientcache.generation()
+    clientcache.forget_client(client_id="another", failure_key="k")
+    clientcache.remember(client_id=app.client_id, failure_key="k", application=app, read_in=read_in)
+    assert clientcache.recall(client_id=app.client_id, failure_key="k") is None
+
+    read_in = clientcache.generation()
+    clientcache.remember(client_id=app.client_id, failure_key="k", application=app, read_in=read_in)
+    assert clientcache.recall(client_id=app.client_id, failure_key="k") is app

@@ -855,6 +855,18 @@ def test_the_app_models_own_rules_show_on_the_form(as_role, partner_a, settings)
     assert not Application.objects.exists()
 
 
+def created_and_approved(client, partner):
+    """An app the member creates in the portal, approved by staff: (app, its secret)."""
+    created = client.post(portal("app_create", partner), app_form())
+    page = client.get(created["Location"]).content.decode()
+    secret = re.search(r'id="client-secret">([^<]+)<', page).group(1)
+    app = Application.objects.get()
+    ApplicationReview.objects.filter(application=app).update(
+        status=ApplicationReview.Status.APPROVED
+    )
+    return app, secret
+
+
 def test_a_locked_out_app_is_shown_and_its_developers_unlock_it(as_role, partner_a, settings):
     """Too many failed client authentications refuse the app, right secret included; the
     app's page says so, and a developer (not finance) unlocks it, which the log records."""
@@ -862,13 +874,7 @@ def test_a_locked_out_app_is_shown_and_its_developers_unlock_it(as_role, partner
 
     settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 2
     client = as_role("developer")
-    created = client.post(portal("app_create", partner_a), app_form())
-    page = client.get(created["Location"]).content.decode()
-    secret = re.search(r'id="client-secret">([^<]+)<', page).group(1)
-    app = Application.objects.get()
-    ApplicationReview.objects.filter(application=app).update(
-        status=ApplicationReview.Status.APPROVED
-    )
+    app, secret = created_and_approved(client, partner_a)
     server = Client()
     assert token_response(server, app, secret).status_code == 200
     assert (
@@ -897,3 +903,42 @@ def test_a_locked_out_app_is_shown_and_its_developers_unlock_it(as_role, partner
     assert event.application_id == app.pk
     assert event.actor_id == int(client.session["_auth_user_id"])
     assert client.get(portal("app_client_unlock", partner_a, app.pk)).status_code == 405
+
+
+def test_developers_revoke_all_client_credentials_tokens_of_an_app(as_role, partner_a, partner_b):
+    """Client credentials tokens are not stored: the app's page ends every one issued so far
+    at once (finance cannot; another partner's app is not found), and the log says who."""
+    from django.test import Client
+    from freezegun import freeze_time
+
+    client = as_role("developer")
+    app, secret = created_and_approved(client, partner_a)
+    server = Client()
+    token = token_response(server, app, secret).json()["access_token"]
+    statements = "/api/settlement/statements/"
+    assert server.get(statements, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    assert (
+        'id="revoke-client-tokens"'
+        in client.get(portal("app_detail", partner_a, app.pk)).content.decode()
+    )
+
+    finance = Client()
+    finance.force_login(member(partner_a, "finance"), backend=BACKEND)
+    assert (
+        'id="revoke-client-tokens"'
+        not in finance.get(portal("app_detail", partner_a, app.pk)).content.decode()
+    )
+    assert finance.post(portal("app_client_tokens_revoke", partner_a, app.pk)).status_code == 403
+    stranger = Client()
+    stranger.force_login(member(partner_b, "owner"), backend=BACKEND)
+    assert stranger.post(portal("app_client_tokens_revoke", partner_b, app.pk)).status_code == 404
+    assert server.get(statements, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+    assert client.post(portal("app_client_tokens_revoke", partner_a, app.pk)).status_code == 302
+    assert server.get(statements, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+    with freeze_time(timezone.now() + timedelta(seconds=2)):
+        fresh = token_response(server, app, secret).json()["access_token"]
+        assert server.get(statements, HTTP_AUTHORIZATION=f"Bearer {fresh}").status_code == 200
+    event = PartnerEvent.objects.get(action=PartnerEvent.Action.APP_CLIENT_TOKENS_REVOKED)
+    assert event.application_id == app.pk
+    assert event.actor_id == int(client.session["_auth_user_id"])
