@@ -55,5 +55,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"
         message, details = str(exc.detail), None
+        # A token was sent but is not valid (unknown, expired, revoked): the code stays
+        # not_authenticated, as documented; the message and details say what the
+        # WWW-Authenticate challenge says (RFC 6750 §3.1).
+        token_error = getattr(
+            getattr(context.get("request"), "_request", None), "oauth2_error", None
+        )
+        if (
+            isinstance(exc, exceptions.NotAuthenticated)
+            and token_error
+            and token_error.get("error")
+        ):
+            message = str(token_error.get("error_description") or message)
+            details = {"token_error": token_error["error"]}
     response.data = {"error": {"code": code, "message": message, "details": details}}
     return response

@@ -116,7 +116,13 @@ def test_no_token_is_401_in_our_error_shape(client):
 
 def test_a_bad_token_is_401(client):
     response = client.get("/api/settlement/statements/", HTTP_AUTHORIZATION="Bearer nope")
-    assert_error(response, 401, "not_authenticated")
+    error = assert_error(response, 401, "not_authenticated")
+    # Told apart from a missing token as the challenge does (RFC 6750 §3.1).
+    assert error["details"] == {"token_error": "invalid_token"}
+    assert error["message"] == "The access token is invalid."
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+    missing = client.get("/api/settlement/statements/").json()["error"]
+    assert missing["details"] is None
 
 
 def test_a_token_without_settlement_read_is_403(client, partner_a):
