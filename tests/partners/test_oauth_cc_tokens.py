@@ -298,3 +298,9 @@ def test_staff_revoke_all_of_an_apps_tokens_from_the_admin(app, partner, staff_c
     assert event.application_id == app.pk and event.actor_id is not None
     with freeze_time(timezone.now() + timedelta(seconds=2)):
         assert bearer(server, token_for(server, app)).status_code == 200
+
+
+def test_userinfo_has_nobody_to_describe_for_it(client, app):
+    token = token_for(client, app)
+    response = client.get("/o/userinfo/", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code in (401, 403), response.content
