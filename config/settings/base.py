@@ -307,6 +307,9 @@ OAUTH_CLIENT_AUTH_FAILURE_WINDOW = env.int("OAUTH_CLIENT_AUTH_FAILURE_WINDOW", d
 # by partners/oauth/grants.py instead of DOT and oauthlib (same answer, a third of the CPU);
 # False sends every grant down DOT's path.
 OAUTH_FAST_TOKEN_GRANTS = env.bool("OAUTH_FAST_TOKEN_GRANTS", default=True)
+# `manage.py seed_demo` creates accounts with published passwords (a staff superuser among
+# them): only the quick start's and the tests' settings allow it.
+DEMO_DATA_ALLOWED = False
 # How long each process remembers a client that just authenticated for client credentials
 # (partners/oauth/clientcache.py): the longest another process's change to the app, its
 # partner or its lockout takes to reach it. 0 reads the database on every grant.

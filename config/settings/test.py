@@ -15,6 +15,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_tokenpass")}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = True
+DEMO_DATA_ALLOWED = True
 SMS_BACKEND = "accounts.sms.backends.OutboxSmsBackend"
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Webhook tests post to a listener on 127.0.0.1.

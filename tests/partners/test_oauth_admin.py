@@ -127,6 +127,17 @@ def test_rotation_command_automatic_steps(oidc_key_file):
     assert [k["kid"] for k in keys.public_jwks()["keys"]] == [keys.signing_jwk()["kid"]]
 
 
+def test_seed_demo_refuses_where_demo_data_is_not_allowed(settings):
+    from django.core.management.base import CommandError
+
+    from accounts.models import User
+
+    settings.DEMO_DATA_ALLOWED = False
+    with pytest.raises(CommandError, match="published passwords"):
+        call_command("seed_demo")
+    assert not User.objects.exists()
+
+
 def test_seed_demo_app_is_a_working_client():
     call_command("seed_demo")
     app = Application.objects.get(client_id="demo-partner-app")

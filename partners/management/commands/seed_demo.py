@@ -3,7 +3,8 @@ Running it again changes nothing that already exists."""
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -37,6 +38,11 @@ class Command(BaseCommand):
     help = "Create the demo user, staff user, partner and app (idempotent)."
 
     def handle(self, *args: object, **options: object) -> None:
+        if not settings.DEMO_DATA_ALLOWED:
+            raise CommandError(
+                "seed_demo creates accounts with published passwords, among them a staff "
+                "superuser; these settings do not allow demo data (DEMO_DATA_ALLOWED)."
+            )
         self._accounts_and_apps()
         # Wallet services run in their own durable transactions, so they come after.
         self._wallet()
