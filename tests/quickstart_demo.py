@@ -17,6 +17,8 @@ from partners.management.commands.seed_demo import (
     DEMO_CLIENT_ID,
     DEMO_DEVICE_CLIENT_ID,
     DEMO_PHONE,
+    DEMO_SERVER_CLIENT_ID,
+    DEMO_SERVER_SECRET,
 )
 from partners.models import Application, ApplicationReview
 from partners.oauth.services import token_checksum
@@ -147,4 +149,25 @@ assert approved.status_code == 200 and b"Device connected" in approved.content
 cache.clear()  # the polling interval (slow_down) is counted in the cache
 connected = device.post("/o/token/", poll)
 assert connected.status_code == 200 and "refresh_token" in connected.json(), connected.content
+
+# The README's partner server: a client credentials token (not stored), its statements, and
+# revocation.
+server = Client(HTTP_HOST="127.0.0.1")
+server_basic = (
+    "Basic " + base64.b64encode(f"{DEMO_SERVER_CLIENT_ID}:{DEMO_SERVER_SECRET}".encode()).decode()
+)
+issued = server.post(
+    "/o/token/",
+    {"grant_type": "client_credentials", "scope": "settlement:read"},
+    HTTP_AUTHORIZATION=server_basic,
+)
+assert issued.status_code == 200, issued.content
+server_token = issued.json()["access_token"]
+assert not AccessToken.objects.filter(token_checksum=token_checksum(server_token)).exists()
+statements = server.get("/api/settlement/statements/", HTTP_AUTHORIZATION=f"Bearer {server_token}")
+assert statements.status_code == 200, statements.content
+revoked = server.post("/o/revoke_token/", {"token": server_token}, HTTP_AUTHORIZATION=server_basic)
+assert revoked.status_code == 200, revoked.content
+after = server.get("/api/settlement/statements/", HTTP_AUTHORIZATION=f"Bearer {server_token}")
+assert after.status_code == 401, after.content
 print("quickstart demo ok")

@@ -19,6 +19,10 @@ STAFF_PASSWORD = "tokenpass-staff"
 DEMO_CLIENT_ID = "demo-partner-app"
 # A public client (no secret to publish) for trying the device authorization grant with curl.
 DEMO_DEVICE_CLIENT_ID = "demo-tv-box"
+# A partner's server (client credentials). Its secret is published here, as the demo
+# passwords are: seed_demo runs only where DEMO_DATA_ALLOWED.
+DEMO_SERVER_CLIENT_ID = "demo-partner-server"
+DEMO_SERVER_SECRET = "tokenpass-demo-server-secret"
 DEMO_STARTING_BALANCE = 1_000_000
 # Model name -> tokens per million (input, cached input, output).
 DEMO_PRICES = {
@@ -52,7 +56,8 @@ class Command(BaseCommand):
                 f"  demo user:  {DEMO_PHONE} (or {DEMO_EMAIL}) / {DEMO_PASSWORD}\n"
                 f"  staff user: {STAFF_EMAIL} / {STAFF_PASSWORD}  (admin: /admin/)\n"
                 f"  demo OAuth app client_id: {DEMO_CLIENT_ID}\n"
-                f"  demo device (TV box) client_id: {DEMO_DEVICE_CLIENT_ID}"
+                f"  demo device (TV box) client_id: {DEMO_DEVICE_CLIENT_ID}\n"
+                f"  demo partner server: {DEMO_SERVER_CLIENT_ID} / {DEMO_SERVER_SECRET}"
             )
         )
 
@@ -135,6 +140,19 @@ class Command(BaseCommand):
                 "allowed_scopes": "openid profile wallet:charge",
             },
         }
+        Application.objects.get_or_create(
+            client_id=DEMO_SERVER_CLIENT_ID,
+            defaults={
+                "name": "Demo Partner Server",
+                "partner": partner,
+                "client_type": Application.CLIENT_CONFIDENTIAL,
+                "client_secret": DEMO_SERVER_SECRET,
+                "algorithm": Application.RS256_ALGORITHM,
+                "authorization_grant_type": Application.GRANT_CLIENT_CREDENTIALS,
+                "allowed_grant_types": Application.GRANT_CLIENT_CREDENTIALS,
+                "allowed_scopes": "settlement:read wallet:charge",
+            },
+        )
         for client_id, fields in demo_apps.items():
             Application.objects.get_or_create(
                 client_id=client_id,
