@@ -58,9 +58,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # A token was sent but is not valid (unknown, expired, revoked): the code stays
         # not_authenticated, as documented; the message and details say what the
         # WWW-Authenticate challenge says (RFC 6750 §3.1).
-        token_error = getattr(
-            getattr(context.get("request"), "_request", None), "oauth2_error", None
-        )
+        token_error = getattr(context.get("request"), "oauth2_error", None)
         if (
             isinstance(exc, exceptions.NotAuthenticated)
             and token_error

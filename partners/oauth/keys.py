@@ -283,21 +283,22 @@ def public_jwks() -> dict[str, Any]:
     return {"keys": [k.public_dict() for k in key_set_load().published]}
 
 
+def _published(kid: Any) -> StoredKey | None:
+    """The published key (staged, active or previous) with this kid, or None."""
+    return next((key for key in key_set_load().published if key.kid == kid), None)
+
+
 def verification_jwk(kid: str) -> jwk.JWK | None:
     """The published key with this kid, for verifying our own tokens; None if unknown."""
-    for key in key_set_load().published:
-        if key.kid == kid:
-            return jwk.JWK(**key.public_dict())
-    return None
+    key = _published(kid)
+    return jwk.JWK(**key.public_dict()) if key is not None else None
 
 
 def verifier(kid: Any) -> rsa.RSAPublicKey | None:
-    """The public key of the published key with this kid, to verify our own signatures;
-    None if no published key has it."""
-    for key in key_set_load().published:
-        if key.kid == kid:
-            return key.public_key
-    return None
+    """The public key of the published key with this kid, to verify our own signatures
+    with cryptography directly; None if no published key has it."""
+    key = _published(kid)
+    return key.public_key if key is not None else None
 
 
 def max_token_lifetime_seconds() -> int:

@@ -126,11 +126,16 @@ def access_token_generate(request: Any) -> str:
 _COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]{1,512})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
 
+def _b64url_decode(part: str) -> bytes:
+    """The bytes of an unpadded base64url part (already matched by _COMPACT_JWS)."""
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
 def _b64url_json(part: str) -> Any:
     """The JSON value in a base64url part (already matched by _COMPACT_JWS); ValueError if
     it is not one. Nesting too deep for the parser is refused like any other bad JSON."""
     try:
-        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return json.loads(_b64url_decode(part))
     except (binascii.Error, RecursionError) as exc:
         raise ValueError("not base64url JSON") from exc
 
@@ -152,7 +157,7 @@ def client_credentials_claims(token: str) -> dict[str, Any] | None:
     try:
         header = _b64url_json(header_part)
         claims = _b64url_json(claims_part)
-        signature = base64.urlsafe_b64decode(signature_part + "=" * (-len(signature_part) % 4))
+        signature = _b64url_decode(signature_part)
     except (ValueError, binascii.Error):
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):

@@ -517,7 +517,9 @@ class TokenView(dot_views.TokenView):
         if status == 200 and app_authorized.has_listeners():
             issued = json.loads(body).get("access_token")
             if issued is not None:
-                token = _issued_access_token(issued)
+                # Its row, or for a client credentials token (not stored) the unsaved
+                # instance its claims stand for: as bearer tokens are looked up.
+                token = self.get_validator_class()()._load_access_token(issued)
                 if token is not None:
                     app_authorized.send(sender=self, request=request, token=token)
         response = HttpResponse(content=body, status=status)
@@ -546,17 +548,6 @@ class TokenView(dot_views.TokenView):
             if not cache.add(key, 1, timeout=max(device.interval, 1)):
                 return oauth_json_error("slow_down", "Poll less often.")
         return self.device_flow_token_response(request, sealed)
-
-
-def _issued_access_token(issued: str) -> Any:
-    """The access token just issued: its row, or for a client credentials token (not
-    stored) the unsaved instance its claims stand for."""
-    from oauth2_provider.models import get_access_token_model
-
-    claims = client_credentials_claims(issued)
-    if claims is not None:
-        return client_credentials_access_token(token=issued, claims=claims)
-    return get_access_token_model().objects.filter(token_checksum=token_checksum(issued)).first()
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -618,14 +609,14 @@ class IntrospectTokenView(OAuthLibMixin, View):
                 .filter(token_checksum=checksum)
                 .first()
             )
-        if access is None and claims is None:
+        if access is None:
             refresh = (
                 get_refresh_token_model()
                 .objects.select_related("user", "application__partner", "access_token")
                 .filter(token_checksum=checksum, revoked__isnull=True)
                 .first()
             )
-        if access is None and refresh is None and hint == "refresh_token" and claims is None:
+        if access is None and refresh is None and hint == "refresh_token":
             access = (
                 get_access_token_model()
                 .objects.select_related("user", "application__partner")

@@ -11,11 +11,10 @@ from django.test import Client
 from django.utils import timezone
 from freezegun import freeze_time
 from oauth2_provider.models import AccessToken
-from oauth2_provider.signals import app_authorized
 
 from partners.models import AccessTokenRevocation, Application, Partner, PartnerEvent
 from partners.oauth import keys
-from partners.oauth.services import oauth_expired_prune, token_checksum
+from partners.oauth.services import oauth_expired_prune
 from partners.oauth.tokens import access_token_issue, client_credentials_claims
 from tests.factories import PartnerFactory, UserFactory
 from tests.partners.test_oauth_admin import staff_client  # noqa: F401 (a fixture)
@@ -188,26 +187,6 @@ def test_a_key_rotation_leaves_it_valid(client, app):
     assert bearer(client, token).status_code == 200
     assert introspect(app, token)["active"] is True
     assert client_credentials_claims(token_for(client, app))["iss"]
-
-
-def test_app_authorized_listeners_get_the_unsaved_token(client, app):
-    """With a listener DOT's path answers (the fast path steps aside); the signal carries
-    the token its claims stand for, though it has no row."""
-    received = []
-
-    def listener(sender, request, token, **kwargs):
-        received.append(token)
-
-    app_authorized.connect(listener)
-    try:
-        token = token_for(client, app)
-    finally:
-        app_authorized.disconnect(listener)
-    (signalled,) = received
-    assert signalled.pk is None and signalled.user is None
-    assert signalled.application == app and signalled.scope == "settlement:read"
-    assert signalled.token_checksum == token_checksum(token)
-    assert client_credentials_claims(token) is not None
 
 
 def test_staff_see_revocations_in_the_admin(app, staff_client):  # noqa: F811

@@ -22,6 +22,7 @@ from oauth2_provider.signals import app_authorized
 from accounts.models import AuditEvent
 from partners.models import ApplicationReview, Partner
 from partners.oauth.services import token_checksum
+from partners.oauth.tokens import client_credentials_claims
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -126,7 +127,9 @@ def test_an_approved_review_lets_the_app_get_tokens(cc_app):
     assert client_credentials(app, secret).status_code == 200
 
 
-def test_app_authorized_still_carries_the_stored_token_to_receivers(cc_app):
+def test_app_authorized_still_carries_the_issued_token_to_receivers(cc_app):
+    """With a receiver DOT's path answers (the fast path steps aside); a client credentials
+    token has no row, and the signal carries the unsaved token its claims stand for."""
     app, secret = cc_app
     received = []
 
@@ -141,6 +144,9 @@ def test_app_authorized_still_carries_the_stored_token_to_receivers(cc_app):
     assert response.status_code == 200
     assert len(received) == 1
     assert received[0].token_checksum == token_checksum(response.json()["access_token"])
+    assert received[0].pk is None and received[0].user is None
+    assert received[0].application == app and received[0].scope == "settlement:read"
+    assert client_credentials_claims(response.json()["access_token"]) is not None
 
 
 @pytest.mark.parametrize("fast_path", [False, True], ids=["DOT's path", "fast path"])
