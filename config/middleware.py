@@ -13,7 +13,9 @@ ASCII error_description, and choosing a language was a sixth of what Django cost
 
 It is a middleware rather than a second WSGI application so that every entry point (gunicorn,
 ASGI, runserver, the test client and live server) dispatches the same way, and the tests
-exercise exactly what production runs.
+exercise exactly what production runs. The one exception is the token lane
+(partners/oauth/lane.py), which answers ordinary token grants in front of Django under WSGI;
+its tests play every grant case through it and through this chain side by side.
 """
 
 from collections.abc import Callable

@@ -61,8 +61,6 @@ def child(grant: str, count: int, workdir: Path) -> None:
     counted("grant")
     # The same requests with the grant's work replaced by a fixed answer (last: a refresh
     # chain cannot go on after it).
-    from django.http import HttpResponse
-
     from partners.oauth import grants
 
     fixed = json.dumps(
@@ -75,7 +73,8 @@ def child(grant: str, count: int, workdir: Path) -> None:
             "id_token": "i" * 900,
         }
     )
-    grants.token_response = lambda *, request: HttpResponse(fixed, content_type="application/json")  # type: ignore[assignment]
+    answer = grants.Answer(fixed, [("Cache-Control", "no-store"), ("Pragma", "no-cache")])
+    grants.token_answer = lambda **kwargs: answer  # type: ignore[assignment]
     counted("django")
 
 

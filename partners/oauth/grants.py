@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from django.conf import settings
@@ -69,14 +69,19 @@ _APP_GRANT = {
 }
 # RFC 6749 §3.3: scope tokens separated by single spaces.
 _SCOPE = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+(?: [\x21\x23-\x5B\x5D-\x7E]+)*")
-_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_HEADERS = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+
+
+class Answer(NamedTuple):
+    """A token response: its JSON body and its headers beyond Content-Type."""
+
+    body: str
+    headers: list[tuple[str, str]]
 
 
 def token_response(*, request: HttpRequest) -> HttpResponse | None:
     """The token response for a client credentials or refresh token grant that succeeds in
     the ordinary way, or None: the request is for DOT's path, and nothing was written."""
-    if not settings.OAUTH_FAST_TOKEN_GRANTS or app_authorized.has_listeners():
-        return None
     if request.META.get("QUERY_STRING"):
         return None
     params: dict[str, str] = {}
@@ -84,6 +89,32 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
         if len(values) != 1:
             return None
         params[name] = values[0]
+    answer = token_answer(
+        params=params,
+        authorization=request.META.get("HTTP_AUTHORIZATION"),
+        remote_addr=request.META.get("REMOTE_ADDR"),
+        origin=request.META.get("HTTP_ORIGIN"),
+    )
+    if answer is None:
+        return None
+    response = HttpResponse(answer.body, content_type="application/json")
+    for name, value in answer.headers:
+        response[name] = value
+    return response
+
+
+def token_answer(
+    *,
+    params: dict[str, str],
+    authorization: str | None,
+    remote_addr: str | None,
+    origin: str | None,
+) -> Answer | None:
+    """token_response's work on the request's parts: the form's single-valued parameters
+    (a repeated one is for DOT's path), the Authorization and Origin headers and the
+    client's address. Also served before Django's request handling (partners.oauth.lane)."""
+    if not settings.OAUTH_FAST_TOKEN_GRANTS or app_authorized.has_listeners():
+        return None
     grant_type = params.get("grant_type", "")
     if grant_type not in _PARAMETERS or not params.keys() <= _PARAMETERS[grant_type]:
         return None
@@ -91,10 +122,11 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
     if grant_type == REFRESH_TOKEN and not presented:
         return None
     authenticated = _client_authenticated(
-        request,
         params,
+        authorization=authorization,
+        remote_addr=remote_addr,
         refresh_checksum=token_checksum(presented) if presented else None,
-        public=grant_type == REFRESH_TOKEN and _public_client_presented(request, params),
+        public=grant_type == REFRESH_TOKEN and _public_client_presented(authorization, params),
     )
     if authenticated is None:
         return None
@@ -107,13 +139,10 @@ def token_response(*, request: HttpRequest) -> HttpResponse | None:
         body = _refresh(application, live, params)
     if body is None:
         return None
-    response = HttpResponse(json.dumps(body), content_type="application/json")
-    for name, value in _HEADERS.items():
-        response[name] = value
-    origin = request.META.get("HTTP_ORIGIN")
+    headers = list(_HEADERS)
     if grant_type == REFRESH_TOKEN and origin is not None and _origin_allowed(application, origin):
-        response["Access-Control-Allow-Origin"] = origin
-    return response
+        headers.append(("Access-Control-Allow-Origin", origin))
+    return Answer(json.dumps(body), headers)
 
 
 def _origin_allowed(application: Application, origin: str) -> bool:
@@ -139,21 +168,18 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def _public_client_presented(request: HttpRequest, params: dict[str, str]) -> bool:
+def _public_client_presented(authorization: str | None, params: dict[str, str]) -> bool:
     """The request names a client without authenticating it (RFC 6749 §3.2.1), as a public
     client does: client_id in the body, no secret and no Authorization header. DOT then
     requires no client authentication, only that the client is not confidential."""
-    return (
-        "HTTP_AUTHORIZATION" not in request.META
-        and "client_secret" not in params
-        and bool(params.get("client_id"))
-    )
+    return authorization is None and "client_secret" not in params and bool(params.get("client_id"))
 
 
 def _client_authenticated(
-    request: HttpRequest,
     params: dict[str, str],
     *,
+    authorization: str | None,
+    remote_addr: str | None,
     refresh_checksum: str | None,
     public: bool = False,
 ) -> tuple[Application, Any] | None:
@@ -161,7 +187,6 @@ def _client_authenticated(
     app it names, if it is usable and not rate limited; None otherwise (DOT's path then
     counts the failure and answers). With a refresh token's checksum, the live refresh token
     with that checksum (or None) is read in the same query and returned beside the app."""
-    authorization = request.META.get("HTTP_AUTHORIZATION")
     if public:
         client_id, secret = params["client_id"], ""
     elif authorization is not None:
@@ -176,7 +201,7 @@ def _client_authenticated(
         client_id, secret = params.get("client_id", ""), params.get("client_secret", "")
     if not client_id or not (secret or public) or "\x00" in client_id:
         return None
-    failure_key = ratelimit.failure_key(client_id=client_id, ip=request.META.get("REMOTE_ADDR"))
+    failure_key = ratelimit.failure_key(client_id=client_id, ip=remote_addr)
     # A confidential client asking for client credentials again within the interval: the app
     # it authenticated as a moment ago (see clientcache), its secret checked again below.
     remembered = (
@@ -195,19 +220,13 @@ def _client_authenticated(
         if ratelimit.failures_block(read.failures):
             return None
         application, refresh_token = read.application, read.refresh_token
-    if (
-        application is None
-        or application.client_id != client_id
-        or not application.is_usable(request)
-    ):
+    if application is None or application.client_id != client_id or not application.is_usable(None):
         return None
     if public:
         if application.client_type != Application.CLIENT_PUBLIC:
             return None
-    elif (
-        application.client_type != Application.CLIENT_CONFIDENTIAL
-        or not application.client_secret.startswith(f"{hashers.ALGORITHM}$")
-        or not hashers.ClientSecretHasher().verify(secret, application.client_secret)
+    elif application.client_type != Application.CLIENT_CONFIDENTIAL or not hashers.secret_matches(
+        secret, application.client_secret
     ):
         return None
     if remembered is None and refresh_checksum is None and not public:

@@ -26,6 +26,7 @@ import base64
 import contextlib
 import functools
 import json
+import math
 import os
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from jwcrypto import jwk
 
 KEY_STAGED = "staged"
@@ -153,8 +155,11 @@ def _with_kid(key: jwk.JWK, kid: str) -> jwk.JWK:
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {"source": None, "stamp": None, "key_set": None}
-# (file path, when it was last looked at, the key set then): replaced whole, read unlocked.
-_checked: tuple[str, float, KeySet] | None = None
+# (file path or None for a PEM key, until when it need not be looked at again, the key set):
+# replaced whole, read unlocked.
+_checked: tuple[str | None, float, KeySet] | None = None
+# The encoded JWS header of each key id and token type.
+_headers: dict[tuple[str, str], str] = {}
 
 
 def keys_file_path() -> Path | None:
@@ -207,25 +212,23 @@ def _create_file_once(path: Path) -> None:
 def key_set_load() -> KeySet:
     """The current key set (cached; the file is re-read when it changes, which is looked at
     no more than once every OIDC_KEYS_FILE_CHECK_SECONDS)."""
+    global _checked
+    # Every token signed asks for the key set: within the interval it costs one clock read.
+    # A settings change forgets it (_settings_changed).
+    checked_at = time.monotonic()
+    recent = _checked
+    if recent is not None and checked_at < recent[1]:
+        return recent[2]
     pem = getattr(settings, "OIDC_RSA_PRIVATE_KEY", "")
     if pem:
         with _lock:
             if _cache["source"] != ("pem", pem):
                 _cache.update(source=("pem", pem), stamp=None, key_set=_pem_key_set(pem))
+            _checked = (None, math.inf, _cache["key_set"])
             return _cache["key_set"]
-    global _checked
     path = keys_file_path()
-    checked_at = time.monotonic()
-    # Two stat calls per signature otherwise, on every token. A rotation step reaches every
-    # process within the interval; that is safe because a key is published before it signs
-    # and stays published long after it stops signing.
-    recent = _checked
-    if (
-        recent is not None
-        and recent[0] == str(path)
-        and checked_at - recent[1] < settings.OIDC_KEYS_FILE_CHECK_SECONDS
-    ):
-        return recent[2]
+    # A rotation step reaches every process within the interval; that is safe because a key
+    # is published before it signs and stays published long after it stops signing.
     if path is None:
         raise ImproperlyConfigured("Set OIDC_PRIVATE_KEYS_FILE or OIDC_RSA_PRIVATE_KEY.")
     if not path.exists():
@@ -242,8 +245,22 @@ def key_set_load() -> KeySet:
             with path.open() as handle:
                 key_set = KeySet.from_json(json.load(handle))
             _cache.update(source=("file", str(path)), stamp=stamp, key_set=key_set)
-        _checked = (str(path), checked_at, _cache["key_set"])
+        deadline = checked_at + settings.OIDC_KEYS_FILE_CHECK_SECONDS
+        _checked = (str(path), deadline, _cache["key_set"])
         return _cache["key_set"]
+
+
+_KEY_SETTINGS = frozenset(
+    {"OIDC_RSA_PRIVATE_KEY", "OIDC_KEYS_FILE", "OIDC_KEYS_FILE_CHECK_SECONDS", "OIDC_KEYS_GENERATE"}
+)
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in _KEY_SETTINGS:
+        key_set_forget()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="partners.oauth.keys")
 
 
 def key_set_forget() -> None:
@@ -268,11 +285,15 @@ def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
     (its RFC 7638 thumbprint) is in the header. Values JSON cannot encode are written as
     strings, as DOT does for ID tokens."""
     key = key_set_load().active
-    header = {"alg": "RS256", "kid": key.kid, "typ": typ}
+    header = _headers.get((key.kid, typ))
+    if header is None:
+        header = _b64url(
+            json.dumps({"alg": "RS256", "kid": key.kid, "typ": typ}, separators=(",", ":")).encode()
+        )
+        if len(_headers) < 64:
+            _headers[(key.kid, typ)] = header
     signing_input = (
-        _b64url(json.dumps(header, separators=(",", ":")).encode())
-        + "."
-        + _b64url(json.dumps(claims, separators=(",", ":"), default=str).encode())
+        header + "." + _b64url(json.dumps(claims, separators=(",", ":"), default=str).encode())
     )
     signature = key.signer.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return signing_input + "." + _b64url(signature)

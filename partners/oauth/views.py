@@ -8,6 +8,7 @@ import calendar
 import json
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -96,19 +97,29 @@ PKCE_S256_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 def oversized_parameter(request: HttpRequest) -> str | None:
     """The name of the first parameter that is too long or holds a NUL byte (or "parameters"
     if there are too many), or None."""
+    return oversized_among(
+        (*request.GET.lists(), *request.POST.lists()),
+        authorization=request.META.get("HTTP_AUTHORIZATION", ""),
+    )
+
+
+def oversized_among(
+    parameters: Iterable[tuple[str, list[str]]], *, authorization: str
+) -> str | None:
+    """oversized_parameter's rule on a request's parameters, as names with their values, and
+    its Authorization header."""
     total = 0
-    for query in (request.GET, request.POST):
-        for name, values in query.lists():
-            total += len(values)
-            limit = PARAM_LIMITS.get(name, DEFAULT_PARAM_LIMIT)
-            if len(name) > 100 or any(len(value) > limit for value in values):
-                return name[:100]
-            # PostgreSQL text cannot hold NUL; no legitimate OAuth parameter contains one.
-            if "\x00" in name or any("\x00" in value for value in values):
-                return name.replace("\x00", "")[:100] or "parameters"
+    for name, values in parameters:
+        total += len(values)
+        limit = PARAM_LIMITS.get(name, DEFAULT_PARAM_LIMIT)
+        if len(name) > 100 or any(len(value) > limit for value in values):
+            return name[:100]
+        # PostgreSQL text cannot hold NUL; no legitimate OAuth parameter contains one.
+        if "\x00" in name or any("\x00" in value for value in values):
+            return name.replace("\x00", "")[:100] or "parameters"
     if total > MAX_PARAMS:
         return "parameters"
-    if len(request.META.get("HTTP_AUTHORIZATION", "")) > MAX_AUTHORIZATION_HEADER:
+    if len(authorization) > MAX_AUTHORIZATION_HEADER:
         return "Authorization"
     return None
 

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.cache import cache
@@ -37,6 +38,7 @@ from partners.oauth import grants, keys, ratelimit
 from partners.oauth.services import token_checksum
 from partners.oauth.tokens import client_credentials_claims
 from tests.factories import UserFactory
+from tests.partners.wsgi_client import LaneClient
 
 pytestmark = pytest.mark.django_db
 
@@ -188,38 +190,53 @@ def outcome(response, setup: Setup) -> dict:
     return seen
 
 
-def play(build, monkeypatch) -> tuple[dict, bool]:
-    """Build the case, send its request, and say what came back and which path answered."""
+def play(build, monkeypatch, *, lane: bool = False) -> tuple[dict, bool]:
+    """Build the case, send its request, and say what came back and which path answered.
+    With ``lane``, the request goes through the WSGI application gunicorn serves, whose
+    token lane must answer exactly what the token view answers (partners/oauth/lane.py)."""
     taken = []
-    real = grants.token_response
+    real = grants.token_answer
 
-    def spy(*, request):
-        answered = real(request=request)
+    def spy(**kwargs):
+        answered = real(**kwargs)
         taken.append(answered is not None)
         return answered
 
-    monkeypatch.setattr(grants, "token_response", spy)
+    monkeypatch.setattr(grants, "token_answer", spy)
     cache.clear()
     # Each run starts from the same state: what one run wrote is rolled back.
     with transaction.atomic():
         setup = build()
-        extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in setup.headers.items()}
-        response = Client().post(setup.path, setup.form, **extra)
+        if lane:
+            through = LaneClient()
+            response = through.post(setup.path, setup.form, headers=setup.headers)
+            # The lane answers what the fast path answers, and hands Django the rest whole.
+            assert through.django_bodies == ([] if any(taken) else [urlencode_form(setup)])
+        else:
+            extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in setup.headers.items()}
+            response = Client().post(setup.path, setup.form, **extra)
         seen = outcome(response, setup)
         transaction.set_rollback(True)
-    monkeypatch.setattr(grants, "token_response", real)
+    monkeypatch.setattr(grants, "token_answer", real)
     return seen, any(taken)
 
 
+def urlencode_form(setup: Setup) -> bytes:
+    return urlencode(setup.form, doseq=True).encode()
+
+
 def both_paths(build, monkeypatch) -> tuple[dict, bool]:
-    """The case on DOT's path and on the fast path: the answers must be the same. Returns
-    the answer and whether the fast path answered."""
+    """The case on DOT's path, on the fast path and through the token lane: the answers must
+    be the same. Returns the answer and whether the fast path answered."""
     with override_settings(OAUTH_FAST_TOKEN_GRANTS=False):
         reference, fast_on_dot = play(build, monkeypatch)
     assert not fast_on_dot
     with override_settings(OAUTH_FAST_TOKEN_GRANTS=True):
         answer, fast = play(build, monkeypatch)
+        through_lane, fast_in_lane = play(build, monkeypatch, lane=True)
     assert answer == reference
+    assert through_lane == reference
+    assert fast_in_lane is fast
     return answer, fast
 
 

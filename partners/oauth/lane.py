@@ -1,0 +1,273 @@
+"""The token endpoint's ordinary successes, answered before Django's request handling.
+
+A partner server asks for client credentials, and an app or AI terminal refreshes its
+tokens, many times a second. partners.oauth.grants already does those grants' work without
+DOT and oauthlib; what was left around it was Django's handling of the request (the request
+object, the middleware chain, URL resolution, the view, the response object), which cost
+more CPU than the grant itself under gunicorn (bench/README.md). This WSGI application sits
+in front of Django's (config/wsgi.py) and answers a POST to the token endpoint itself when
+grants.token_answer can: the same function, with the same answer, that the token view calls.
+
+Like grants, it only ever says yes. Anything else goes to Django unchanged, the request body
+handed on as it came, before anything was written: another path or method, a query string,
+a body that is not a small UTF-8 form, a host Django would refuse, plain HTTP where Django
+redirects to HTTPS, a parameter Django's view would call too long or malformed, a repeated
+parameter, and every request grants.token_answer does not answer (failed or rate-limited
+client authentication, unusual parameters, unlive refresh tokens ...). So every error
+answer, rate-limit count and audit row stays where it was.
+
+What Django would have done around a success is done here too: ALLOWED_HOSTS, the HTTPS
+redirect, the headers of the security and clickjacking middleware (the OAuth endpoints'
+chain, OAUTH_ENDPOINT_MIDDLEWARE; the lane stands aside if that chain is changed), the
+request_started and request_finished signals that manage database connections, and an
+unexpected exception answered by Django's own 500 handling with its logging. The tests in
+tests/partners/test_oauth_lane.py hold the lane's answers against Django's.
+
+Only WSGI servers go through it (gunicorn, runserver); ASGI and the test client go to Django,
+whose token view gives the same answer.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.core import signals
+from django.core.handlers.exception import response_for_exception
+from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+from django.core.signals import setting_changed
+from django.http.request import split_domain_port, validate_host
+from django.urls import get_script_prefix, reverse
+
+from partners.oauth import grants
+from partners.oauth.views import SECRET_TOKEN_PARAMETERS, oversized_among
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+# The chain the lane stands in for: what it does around a success is what these do.
+MIRRORED_MIDDLEWARE = (
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.SourceLanguageMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+)
+# A token request is a few hundred bytes; anything much larger is for Django to judge.
+MAX_BODY = 16 * 1024
+_FORM = "application/x-www-form-urlencoded"
+
+
+class _Settings:
+    """What the lane reads from settings on every request, read once (and again when a test
+    changes a setting): the lane runs on every token request, and a settings read costs a
+    lazy-object lookup."""
+
+    def __init__(self) -> None:
+        self.enabled = (
+            settings.OAUTH_FAST_TOKEN_GRANTS
+            and tuple(settings.OAUTH_ENDPOINT_MIDDLEWARE) == MIRRORED_MIDDLEWARE
+            and settings.MIDDLEWARE[:1] == ["config.middleware.ApiRouterMiddleware"]
+            and not settings.DISALLOWED_USER_AGENTS
+            and not settings.PREPEND_WWW
+            and bool(settings.ALLOWED_HOSTS)
+        )
+        self.allowed_hosts = list(settings.ALLOWED_HOSTS)
+        self.forwarded_host = settings.USE_X_FORWARDED_HOST
+        self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
+        self.ssl_redirect = settings.SECURE_SSL_REDIRECT
+        common = []
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            common.append(("X-Content-Type-Options", "nosniff"))
+        policy = settings.SECURE_REFERRER_POLICY
+        if policy:
+            common.append(
+                (
+                    "Referrer-Policy",
+                    ",".join(
+                        [v.strip() for v in policy.split(",")]
+                        if isinstance(policy, str)
+                        else policy
+                    ),
+                )
+            )
+        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+            common.append(
+                ("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
+            )
+        common.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
+        self.plain_headers = common
+        secure = list(common)
+        if settings.SECURE_HSTS_SECONDS:
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                hsts += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                hsts += "; preload"
+            secure.insert(0, ("Strict-Transport-Security", hsts))
+        self.secure_headers = secure
+
+
+_settings: _Settings | None = None
+
+
+def _current() -> _Settings:
+    global _settings
+    if _settings is None:
+        _settings = _Settings()
+    return _settings
+
+
+def _forget_settings(**kwargs: Any) -> None:
+    global _settings
+    _settings = None
+
+
+setting_changed.connect(_forget_settings, dispatch_uid="partners.oauth.lane")
+
+
+class TokenLane:
+    """A WSGI application: ordinary token grants answered here, everything else by
+    ``django_application``."""
+
+    def __init__(self, django_application: WSGIHandler) -> None:
+        self.django = django_application
+        self._path: str | None = None
+
+    def token_path(self) -> str:
+        """The token endpoint's PATH_INFO, as Django resolves it."""
+        if self._path is None:
+            url = reverse("oauth2_provider:token")
+            self._path = "/" + url[len(get_script_prefix()) :]
+        return self._path
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if (
+            environ.get("REQUEST_METHOD") != "POST"
+            or environ.get("PATH_INFO") != self.token_path()
+            or environ.get("QUERY_STRING")
+        ):
+            return self.django(environ, start_response)
+        current = _current()
+        if not current.enabled:
+            return self.django(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self.django(environ, start_response)
+        if not 0 < length <= MAX_BODY:
+            return self.django(environ, start_response)
+        body = environ["wsgi.input"].read(length)
+        # Whoever answers reads the body from here.
+        environ["wsgi.input"] = io.BytesIO(body)
+        if len(body) != length:
+            return self.django(environ, start_response)
+        secure = _secure(environ, current)
+        if secure is None or not _host_allowed(environ, current):
+            return self.django(environ, start_response)
+        params = _form(environ, body)
+        if params is None:
+            return self.django(environ, start_response)
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            answer = grants.token_answer(
+                params=params,
+                authorization=environ.get("HTTP_AUTHORIZATION"),
+                remote_addr=environ.get("REMOTE_ADDR"),
+                origin=environ.get("HTTP_ORIGIN"),
+            )
+        except Exception as exc:
+            return self._server_error(environ, start_response, exc)
+        if answer is None:
+            # Django's own handling sends request_started again: harmless, it only checks
+            # the database connections.
+            signals.request_finished.send(sender=self.__class__)
+            environ["wsgi.input"].seek(0)
+            return self.django(environ, start_response)
+        signals.request_finished.send(sender=self.__class__)
+        data = answer.body.encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            *answer.headers,
+            *(current.secure_headers if secure else current.plain_headers),
+            ("Content-Length", str(len(data))),
+        ]
+        start_response("200 OK", headers)
+        return [data]
+
+    def _server_error(
+        self, environ: Environ, start_response: StartResponse, exc: Exception
+    ) -> Iterable[bytes]:
+        """Django's answer to an unexpected exception: its got_request_exception signal,
+        its django.request log record and handler500."""
+        environ["wsgi.input"].seek(0)
+        request = WSGIRequest(environ)
+        # As the token view marks its requests: error reports leave these out.
+        request.sensitive_post_parameters = SECRET_TOKEN_PARAMETERS  # type: ignore[attr-defined]
+        response = response_for_exception(request, exc)
+        response._handler_class = self.__class__  # type: ignore[attr-defined]
+        response._resource_closers.append(request.close)  # type: ignore[attr-defined]
+        status = f"{response.status_code} {response.reason_phrase}"
+        start_response(
+            status,
+            [
+                *response.items(),
+                *(("Set-Cookie", c.output(header="")) for c in response.cookies.values()),
+            ],
+        )
+        # request_finished is sent when the server closes the response, as Django's is.
+        return response
+
+
+def _secure(environ: Environ, current: _Settings) -> bool | None:
+    """Whether the request came over HTTPS, as HttpRequest.is_secure decides; None if
+    Django would redirect it to HTTPS instead."""
+    scheme = environ.get("wsgi.url_scheme")
+    if current.proxy_ssl_header:
+        header, secure_value = current.proxy_ssl_header
+        value = environ.get(header)
+        if value is not None:
+            scheme = "https" if value.split(",", 1)[0].strip() == secure_value else "http"
+    if scheme == "https":
+        return True
+    return None if current.ssl_redirect else False
+
+
+def _host_allowed(environ: Environ, current: _Settings) -> bool:
+    """HttpRequest.get_host's check, without building the request: False where Django
+    would answer 400 (or where the host is missing, for Django to judge)."""
+    if current.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
+        host = environ["HTTP_X_FORWARDED_HOST"]
+    else:
+        host = environ.get("HTTP_HOST")
+    if not host:
+        return False
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, current.allowed_hosts)
+
+
+def _form(environ: Environ, body: bytes) -> dict[str, str] | None:
+    """The body's parameters, each once, as Django's form parsing reads them; None for a
+    body Django should judge: not a UTF-8 form, a repeated parameter, or one that the token
+    view calls too long or malformed."""
+    content_type, _, options = environ.get("CONTENT_TYPE", "").partition(";")
+    if content_type.strip().lower() != _FORM:
+        return None
+    if options and options.strip().lower().replace(" ", "") not in {"charset=utf-8"}:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    pairs = parse_qsl(text, keep_blank_values=True)
+    params = dict(pairs)
+    if len(params) != len(pairs):
+        return None
+    if oversized_among(
+        ((name, [value]) for name, value in pairs),
+        authorization=environ.get("HTTP_AUTHORIZATION", ""),
+    ):
+        return None
+    return params

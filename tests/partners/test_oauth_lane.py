@@ -1,0 +1,369 @@
+"""The token lane (partners/oauth/lane.py): ordinary token grants answered in front of
+Django's request handling, with what Django would have done around them, and every other
+request handed to Django whole.
+
+tests/partners/test_oauth_fast_grants.py plays each of its grant cases through the lane too;
+these tests cover what the lane adds: headers, hosts, HTTPS, form parsing, signals, server
+errors, and gunicorn serving config.wsgi."""
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+from http.client import HTTPConnection
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from django.core import signals
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connection
+from django.test import override_settings
+from django.views.debug import SafeExceptionReporterFilter
+
+from partners.oauth import grants
+from partners.oauth.lane import TokenLane
+from partners.oauth.tokens import client_credentials_claims
+from tests.partners.wsgi_client import LaneClient
+
+pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
+# What production sets (config/settings/production.py), for the header comparisons.
+PRODUCTION_SECURITY = {
+    "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+    "SECURE_SSL_REDIRECT": True,
+    "SECURE_HSTS_SECONDS": 31536000,
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+    "SECURE_HSTS_PRELOAD": True,
+    "X_FRAME_OPTIONS": "DENY",
+}
+HTTPS = {"X-Forwarded-Proto": "https"}
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+@pytest.fixture
+def server(make_app):
+    """A partner server's app and the headers of its client credentials requests."""
+    app, secret = make_app(
+        "Partner server",
+        allowed_grant_types="client-credentials",
+        allowed_scopes="settlement:read",
+    )
+    return app, {"Authorization": basic(app.client_id, secret)}
+
+
+GRANT = {"grant_type": "client_credentials", "scope": "settlement:read"}
+
+
+def test_gunicorn_serves_the_lane_in_front_of_django():
+    from config import wsgi
+
+    assert isinstance(wsgi.application, TokenLane)
+    assert wsgi.application.django is wsgi.django_application
+    assert wsgi.application.token_path() == "/o/token/"
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        pytest.param({}, id="test settings, plain HTTP"),
+        pytest.param(PRODUCTION_SECURITY, id="production security settings, HTTPS"),
+    ],
+)
+def test_the_lane_answers_with_the_headers_django_gives(server, security):
+    _app, headers = server
+    with override_settings(**security):
+        lane = LaneClient()
+        answered = lane.post("/o/token/", GRANT, headers={**headers, **HTTPS})
+        assert lane.django_bodies == []
+        # The same grant through Django's handler (whose token view answers it the same way).
+        environ = lane.environ("/o/token/", urlencode(GRANT).encode(), headers={**headers, **HTTPS})
+        django_answer = LaneClient()
+        django_answer.application = WSGIHandler()  # type: ignore[assignment]
+        reference = django_answer.send(environ)
+    assert answered.status_code == reference.status_code == 200
+    assert client_credentials_claims(json.loads(answered.content)["access_token"]) is not None
+    ours, theirs = dict(answered.items()), dict(reference.items())
+    assert ours.pop("Content-Length") == str(len(answered.content))
+    assert theirs.pop("Content-Length") == str(len(reference.content))
+    assert ours == theirs
+    if security:
+        assert ours["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert ours["Cache-Control"] == "no-store" and ours["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    "case, options, settings_override, status",
+    [
+        ("wrong secret", {"secret": "wrong"}, {}, 401),
+        ("a query string", {"query": "x=1"}, {}, None),
+        ("GET", {"method": "GET"}, {}, 405),
+        ("another endpoint", {"path": "/o/introspect/"}, {}, None),
+        ("a JSON body", {"content_type": "application/json"}, {}, None),
+        (
+            "a Latin-1 form",
+            {"content_type": "application/x-www-form-urlencoded; charset=latin-1"},
+            {},
+            None,
+        ),
+        ("a repeated parameter", {"body": urlencode(GRANT) + "&scope=settlement:read"}, {}, None),
+        ("an oversized parameter", {"body": urlencode({**GRANT, "scope": "s" * 5000})}, {}, 400),
+        ("a NUL byte", {"body": urlencode(GRANT) + "&x=%00"}, {}, 400),
+        (
+            "a body that is not UTF-8",
+            {"body": b"grant_type=client_credentials&scope=\xff"},
+            {},
+            None,
+        ),
+        ("no Content-Length", {"content_length": ""}, {}, None),
+        ("a short body", {"content_length": "500"}, {}, None),
+        ("a host Django refuses", {}, {"ALLOWED_HOSTS": ["tokenpass.example"]}, 400),
+        ("plain HTTP where HTTPS is required", {"https": False}, PRODUCTION_SECURITY, 301),
+        ("the fast grants off", {}, {"OAUTH_FAST_TOKEN_GRANTS": False}, 200),
+        (
+            "a changed middleware chain",
+            {},
+            {"OAUTH_ENDPOINT_MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]},
+            200,
+        ),
+    ],
+)
+def test_everything_else_is_handed_to_django_whole(
+    case, options, settings_override, status, server
+):
+    app, headers = server
+    options = dict(options)
+    if "secret" in options:
+        headers = {"Authorization": basic(app.client_id, options.pop("secret"))}
+    path = options.pop("path", "/o/token/")
+    body = options.pop("body", urlencode(GRANT))
+    body = body.encode() if isinstance(body, str) else body
+    https = options.pop("https", True)
+    with override_settings(**settings_override):
+        lane = LaneClient()
+        environ = lane.environ(
+            path, body, headers={**headers, **(HTTPS if https else {})}, **options
+        )
+        response = lane.send(environ)
+    assert lane.django_bodies == [body], case
+    if status is not None:
+        assert response.status_code == status, response.content
+    assert response.status_code < 500
+
+
+def test_django_gets_a_refused_grant_with_its_body_and_counts_it(server, settings):
+    """A wrong secret reaches DOT's path with the body the lane read: it is answered and
+    counted there, and the count then refuses the right secret too."""
+    app, headers = server
+    settings.OAUTH_CLIENT_AUTH_FAILURE_LIMIT = 2
+    lane = LaneClient()
+    wrong = {"Authorization": basic(app.client_id, "wrong")}
+    assert [lane.post("/o/token/", GRANT, headers=wrong).status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+    refused = lane.post("/o/token/", GRANT, headers=headers)
+    assert refused.status_code == 429 and json.loads(refused.content)["error"] == "invalid_client"
+    assert len(lane.django_bodies) == 4
+
+
+def test_a_lane_answer_sends_the_request_signals(server):
+    """request_started and request_finished manage the database connections (CONN_MAX_AGE,
+    health checks) around every request Django handles; the lane sends them too."""
+    _app, headers = server
+    seen = []
+
+    def started(**kwargs):
+        seen.append(("started", "environ" in kwargs))
+
+    def finished(**kwargs):
+        seen.append(("finished", None))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    try:
+        lane = LaneClient()
+        assert lane.post("/o/token/", GRANT, headers=headers).status_code == 200
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert lane.django_bodies == []
+    assert seen == [("started", True), ("finished", None)]
+
+
+def test_a_server_error_in_the_lane_is_djangos_500(server, monkeypatch, caplog):
+    """An unexpected exception gets Django's handler500, its django.request log record and
+    its got_request_exception signal, with the secrets kept out of error reports."""
+    _app, headers = server
+
+    def fail(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(grants, "token_answer", fail)
+    reported = {}
+
+    def report(sender, request, **kwargs):
+        reporter = SafeExceptionReporterFilter()
+        reported["post"] = reporter.get_post_parameters(request)
+        reported["meta"] = reporter.get_safe_request_meta(request)
+
+    finished = []
+
+    def count(**kwargs):
+        finished.append(kwargs)
+
+    signals.got_request_exception.connect(report)
+    signals.request_finished.connect(count)
+    try:
+        lane = LaneClient()
+        form = {**GRANT, "client_secret": "secret-in-the-body"}
+        with caplog.at_level(logging.ERROR, logger="django.request"):
+            response = lane.post("/o/token/", form, headers=headers)
+    finally:
+        signals.got_request_exception.disconnect(report)
+        signals.request_finished.disconnect(count)
+    assert response.status_code == 500
+    assert lane.django_bodies == []
+    assert reported["post"]["client_secret"] == "********************"
+    assert reported["post"]["grant_type"] == "client_credentials"
+    assert headers["Authorization"] not in str(reported["meta"])
+    assert any("the database went away" in str(r.exc_info[1]) for r in caplog.records)
+    # request_finished once, when the server closed the response (as Django's handler does).
+    assert [kwargs["sender"] for kwargs in finished] == [TokenLane]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_answers_through_the_lane_with_productions_headers(make_app, tmp_path):
+    """config.wsgi under gunicorn with the production settings: a client credentials grant
+    over HTTPS (behind the TLS proxy) is answered by the lane with the headers Django's
+    answers carry, plain HTTP is redirected, a wrong secret is refused by DOT's path, and
+    the token opens the settlement API."""
+    from django.conf import settings
+
+    app, secret = make_app(
+        "Partner server",
+        allowed_grant_types="client-credentials",
+        allowed_scopes="settlement:read",
+    )
+    port = _free_port()
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "ALLOWED_HOSTS": "tokenpass.example",
+        # The issuer the test process checks tokens against.
+        "SITE_URL": settings.SITE_URL,
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        ),
+        "CONN_MAX_AGE": "0",
+        "CACHE_URL": "redis://127.0.0.1:6379/11",
+        "CELERY_BROKER_URL": "memory://",
+        "CELERY_TASK_ALWAYS_EAGER": "true",
+        "OIDC_PRIVATE_KEYS_FILE": str(settings.OIDC_KEYS_FILE),
+        "OIDC_KEYS_GENERATE": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "--config",
+            "config/gunicorn.py",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(port, server)
+
+        def post(headers: dict[str, str]):
+            conn = HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(
+                "POST",
+                "/o/token/",
+                body=urlencode(GRANT),
+                headers={
+                    "Host": "tokenpass.example",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    **headers,
+                },
+            )
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+
+        status, granted_headers, body = post(
+            {"Authorization": basic(app.client_id, secret), **HTTPS}
+        )
+        assert status == 200, body
+        token = json.loads(body)["access_token"]
+        assert client_credentials_claims(token) is not None
+        status, refused_headers, body = post(
+            {"Authorization": basic(app.client_id, "wrong"), **HTTPS}
+        )
+        assert status == 401 and json.loads(body)["error"] == "invalid_client"
+        security = (
+            "Strict-Transport-Security",
+            "X-Content-Type-Options",
+            "Referrer-Policy",
+            "Cross-Origin-Opener-Policy",
+            "X-Frame-Options",
+        )
+        assert [granted_headers.get(h) for h in security] == [
+            refused_headers.get(h) for h in security
+        ]
+        assert granted_headers["Strict-Transport-Security"].startswith("max-age=31536000")
+        status, redirected, _ = post({"Authorization": basic(app.client_id, secret)})
+        assert status == 301
+        assert redirected["Location"] == "https://tokenpass.example/o/token/"
+        conn = HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(
+            "GET",
+            "/api/settlement/statements/",
+            headers={"Host": "tokenpass.example", "Authorization": f"Bearer {token}", **HTTPS},
+        )
+        assert conn.getresponse().status == 200
+    finally:
+        server.terminate()
+        _out, errors = server.communicate(timeout=30)
+    assert b"Traceback" not in errors, errors.decode()[-3000:]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(port: int, server: subprocess.Popen) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(server.stderr.read().decode()[-3000:])  # type: ignore[union-attr]
+        try:
+            conn = HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz", headers={"Host": "tokenpass.example"})
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("gunicorn did not answer")
