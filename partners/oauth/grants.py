@@ -113,7 +113,9 @@ def token_answer(
     """token_response's work on the request's parts: the form's single-valued parameters
     (a repeated one is for DOT's path), the Authorization and Origin headers and the
     client's address. Also served before Django's request handling (partners.oauth.lane)."""
-    if not settings.OAUTH_FAST_TOKEN_GRANTS or app_authorized.has_listeners():
+    if not settings.OAUTH_FAST_TOKEN_GRANTS or (
+        app_authorized.receivers and app_authorized.has_listeners()
+    ):
         return None
     grant_type = params.get("grant_type", "")
     if grant_type not in _PARAMETERS or not params.keys() <= _PARAMETERS[grant_type]:

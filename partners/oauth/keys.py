@@ -280,6 +280,12 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+# Stateless, so shared by every signature.
+_CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_PKCS1 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+
+
 def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
     """A compact JWS (RFC 7515) of ``claims`` signed RS256 with the active key, whose kid
     (its RFC 7638 thumbprint) is in the header. Values JSON cannot encode are written as
@@ -292,10 +298,8 @@ def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
         )
         if len(_headers) < 64:
             _headers[(key.kid, typ)] = header
-    signing_input = (
-        header + "." + _b64url(json.dumps(claims, separators=(",", ":"), default=str).encode())
-    )
-    signature = key.signer.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+    signing_input = header + "." + _b64url(_CLAIMS_ENCODER.encode(claims).encode())
+    signature = key.signer.sign(signing_input.encode("ascii"), _PKCS1, _SHA256)
     return signing_input + "." + _b64url(signature)
 
 

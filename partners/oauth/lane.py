@@ -32,13 +32,16 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.core import signals
+from django.core.cache import close_caches
+from django.core.handlers.base import reset_urlconf
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.signals import setting_changed
+from django.db import close_old_connections, reset_queries
 from django.http.request import split_domain_port, validate_host
 from django.urls import get_script_prefix, reverse
 
@@ -75,9 +78,12 @@ class _Settings:
             and bool(settings.ALLOWED_HOSTS)
         )
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
+        # Each Host header seen, and whether it is allowed.
+        self.hosts: dict[str, bool] = {}
         self.forwarded_host = settings.USE_X_FORWARDED_HOST
         self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
+        self.debug = settings.DEBUG
         common = []
         if settings.SECURE_CONTENT_TYPE_NOSNIFF:
             common.append(("X-Content-Type-Options", "nosniff"))
@@ -170,7 +176,7 @@ class TokenLane:
         params = _form(environ, body)
         if params is None:
             return self.django(environ, start_response)
-        signals.request_started.send(sender=self.__class__, environ=environ)
+        _request_started(environ)
         try:
             answer = grants.token_answer(
                 params=params,
@@ -180,13 +186,10 @@ class TokenLane:
             )
         except Exception as exc:
             return self._server_error(environ, start_response, exc)
+        _request_finished()
         if answer is None:
-            # Django's own handling sends request_started again: harmless, it only checks
-            # the database connections.
-            signals.request_finished.send(sender=self.__class__)
             environ["wsgi.input"].seek(0)
             return self.django(environ, start_response)
-        signals.request_finished.send(sender=self.__class__)
         data = answer.body.encode()
         headers = [
             ("Content-Type", "application/json"),
@@ -221,6 +224,39 @@ class TokenLane:
         return response
 
 
+# Django's own receivers of the request signals: reset_queries and close_old_connections when
+# a request starts, close_old_connections, close_caches and reset_urlconf when it ends.
+_DJANGO_RECEIVERS = frozenset(
+    id(receiver) for receiver in (reset_queries, close_old_connections, close_caches, reset_urlconf)
+)
+
+
+def _django_receivers_only(signal: Any) -> bool:
+    return all(key[0] in _DJANGO_RECEIVERS for key, *_rest in signal.receivers)
+
+
+def _request_started(environ: Environ) -> None:
+    """What request_started does around a request Django handles. While only Django's own
+    receivers listen, their work is done directly: the signal's dispatch cost more than the
+    rest of the lane (bench/README.md). What remains of it is closing a database connection
+    that is broken or past CONN_MAX_AGE (and marking it for a health check); the lane changes
+    no urlconf and uses no cache, and queries are only logged (reset_queries) under DEBUG."""
+    if _django_receivers_only(signals.request_started):
+        close_old_connections()
+        if _current().debug:
+            reset_queries()
+    else:
+        signals.request_started.send(sender=TokenLane, environ=environ)
+
+
+def _request_finished() -> None:
+    """request_finished's part, as _request_started does request_started's."""
+    if _django_receivers_only(signals.request_finished):
+        close_old_connections()
+    else:
+        signals.request_finished.send(sender=TokenLane)
+
+
 def _secure(environ: Environ, current: _Settings) -> bool | None:
     """Whether the request came over HTTPS, as HttpRequest.is_secure decides; None if
     Django would redirect it to HTTPS instead."""
@@ -244,29 +280,40 @@ def _host_allowed(environ: Environ, current: _Settings) -> bool:
         host = environ.get("HTTP_HOST")
     if not host:
         return False
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, current.allowed_hosts)
+    allowed = current.hosts.get(host)
+    if allowed is None:
+        domain, _port = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, current.allowed_hosts)
+        # Any client can send any Host header: only so many answers are kept.
+        if len(current.hosts) < 64:
+            current.hosts[host] = allowed
+    return allowed
 
 
 def _form(environ: Environ, body: bytes) -> dict[str, str] | None:
-    """The body's parameters, each once, as Django's form parsing reads them; None for a
-    body Django should judge: not a UTF-8 form, a repeated parameter, or one that the token
-    view calls too long or malformed."""
+    """The body's parameters, each once, as Django's form parsing reads them (urllib's
+    parse_qsl, blank values kept); None for a body Django should judge: not a UTF-8 form, a
+    repeated parameter, or one that the token view calls too long or malformed."""
     content_type, _, options = environ.get("CONTENT_TYPE", "").partition(";")
     if content_type.strip().lower() != _FORM:
         return None
-    if options and options.strip().lower().replace(" ", "") not in {"charset=utf-8"}:
+    if options and options.strip().lower().replace(" ", "") != "charset=utf-8":
         return None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    pairs = parse_qsl(text, keep_blank_values=True)
-    params = dict(pairs)
-    if len(params) != len(pairs):
-        return None
+    params: dict[str, str] = {}
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        name = unquote_plus(name)
+        if name in params:
+            return None
+        params[name] = unquote_plus(value)
     if oversized_among(
-        ((name, [value]) for name, value in pairs),
+        ((name, [value]) for name, value in params.items()),
         authorization=environ.get("HTTP_AUTHORIZATION", ""),
     ):
         return None

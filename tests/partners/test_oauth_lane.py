@@ -26,6 +26,7 @@ from django.views.debug import SafeExceptionReporterFilter
 from partners.oauth import grants
 from partners.oauth.lane import TokenLane
 from partners.oauth.tokens import client_credentials_claims
+from tests.partners import wsgi_client
 from tests.partners.wsgi_client import LaneClient
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,7 @@ def server(make_app):
 
 
 GRANT = {"grant_type": "client_credentials", "scope": "settlement:read"}
+GRANT_BODY = urlencode(GRANT).encode()
 
 
 def test_gunicorn_serves_the_lane_in_front_of_django():
@@ -174,9 +176,26 @@ def test_django_gets_a_refused_grant_with_its_body_and_counts_it(server, setting
     assert len(lane.django_bodies) == 4
 
 
-def test_a_lane_answer_sends_the_request_signals(server):
-    """request_started and request_finished manage the database connections (CONN_MAX_AGE,
-    health checks) around every request Django handles; the lane sends them too."""
+def test_a_lane_answer_closes_old_database_connections(server, monkeypatch):
+    """What request_started and request_finished do around every request Django handles:
+    while only Django's own receivers listen, the lane does their database part directly
+    (close a connection that is broken or past CONN_MAX_AGE, before and after)."""
+    _app, headers = server
+    lane = LaneClient()
+    closed = []
+    sent = []
+    monkeypatch.setattr(signals.request_started, "send", lambda **kwargs: sent.append(kwargs))
+    monkeypatch.setattr(signals.request_finished, "send", lambda **kwargs: sent.append(kwargs))
+    # The test client's stand-in for close_old_connections (see connections_kept).
+    monkeypatch.setattr(wsgi_client, "_kept", lambda: closed.append(1))
+    assert lane.send(lane.environ("/o/token/", GRANT_BODY, headers=headers)).status_code == 200
+    assert lane.django_bodies == []
+    assert closed == [1, 1] and sent == []
+
+
+def test_a_lane_answer_sends_the_request_signals_to_other_receivers(server):
+    """A receiver other than Django's own gets request_started (with the environ) and
+    request_finished, as from Django's handler."""
     _app, headers = server
     seen = []
 

@@ -13,6 +13,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import close_old_connections
 from django.http import HttpResponse
 
+from partners.oauth import lane
 from partners.oauth.lane import TokenLane
 
 FORM = "application/x-www-form-urlencoded"
@@ -21,14 +22,21 @@ FORM = "application/x-www-form-urlencoded"
 @contextmanager
 def connections_kept() -> Iterator[None]:
     """What Django's test client does around each request: a request's start and end must not
-    close the test's database connection, which holds the test's transaction."""
+    close the test's database connection, which holds the test's transaction (nor may the
+    lane, which calls close_old_connections itself while only Django listens)."""
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
+    lane.close_old_connections = _kept
     try:
         yield
     finally:
+        lane.close_old_connections = close_old_connections
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
+
+
+def _kept(**kwargs: Any) -> None:
+    return None
 
 
 class LaneClient:
