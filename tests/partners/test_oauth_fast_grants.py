@@ -24,6 +24,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from jwcrypto import jws
 from oauth2_provider.models import (
@@ -207,14 +208,19 @@ def play(build, monkeypatch, *, lane: bool = False) -> tuple[dict, bool]:
     # Each run starts from the same state: what one run wrote is rolled back.
     with transaction.atomic():
         setup = build()
-        if lane:
-            through = LaneClient()
-            response = through.post(setup.path, setup.form, headers=setup.headers)
-            # The lane answers what the fast path answers, and hands Django the rest whole.
-            assert through.django_bodies == ([] if any(taken) else [urlencode_form(setup)])
-        else:
-            extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in setup.headers.items()}
-            response = Client().post(setup.path, setup.form, **extra)
+        with CaptureQueriesContext(connection) as captured:
+            if lane:
+                through = LaneClient()
+                response = through.post(setup.path, setup.form, headers=setup.headers)
+                # The lane answers what the fast path answers, and hands Django the rest whole.
+                assert through.django_bodies == ([] if any(taken) else [urlencode_form(setup)])
+            else:
+                extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in setup.headers.items()}
+                response = Client().post(setup.path, setup.form, **extra)
+        if any(taken):
+            # One read: no deferred field of its lean rows was loaded afterwards.
+            reads = [q for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+            assert len(reads) <= 1, reads
         seen = outcome(response, setup)
         transaction.set_rollback(True)
     monkeypatch.setattr(grants, "token_answer", real)
