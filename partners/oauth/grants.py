@@ -371,7 +371,8 @@ def _id_token(
     family, at_hash of the new access token."""
     user = live.user
     expires = timezone.now() + timedelta(seconds=oauth2_settings.ID_TOKEN_EXPIRE_SECONDS)
-    jti = str(uuid.uuid4())
+    row_jti = uuid.uuid4()
+    jti = str(row_jti)
     if live.tokenpass_auth_time is not None:
         auth_time, sid = int(live.tokenpass_auth_time), live.tokenpass_sid or ""
     else:
@@ -390,6 +391,6 @@ def _id_token(
     if sid:
         claims["sid"] = sid
     row = get_id_token_model()(
-        user=user, scope=" ".join(scopes), expires=expires, jti=jti, application=application
+        user=user, scope=" ".join(scopes), expires=expires, jti=row_jti, application=application
     )
     return keys.jwt_sign(claims=claims, typ="JWT"), row

@@ -2,12 +2,22 @@
 
 import functools
 import hashlib
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, connections, router, transaction
-from django.db.models import Field, Model, signals
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    Field,
+    ForeignKey,
+    Model,
+    TextField,
+    UUIDField,
+    signals,
+)
 from django.http import HttpRequest
 from django.utils import timezone
 from oauth2_provider.generators import generate_client_secret
@@ -52,8 +62,49 @@ def _insert_statement(model: type[Model]) -> tuple[str, tuple[Field, ...]]:
 
 def field_values(*, instance: Model, fields: Iterable[Field], connection: Any) -> list[Any]:
     """The values ``instance.save()`` would insert for ``fields`` (each field's pre_save, such
-    as timestamps and the token checksum, then its preparation for ``connection``)."""
-    return [f.get_db_prep_save(f.pre_save(instance, True), connection=connection) for f in fields]
+    as timestamps and the token checksum, then its preparation for ``connection``).
+
+    On PostgreSQL the fields of a token row whose preparation leaves a value of the expected
+    type as it is (keys, text, aware times, UUIDs) are read directly: Django's layers of
+    pre_save and preparation cost the refresh grant's write a tenth of its CPU. Any other
+    field, or a value of another type, takes the generic way."""
+    if connection.vendor != "postgresql":
+        return [
+            f.get_db_prep_save(f.pre_save(instance, True), connection=connection) for f in fields
+        ]
+    values = []
+    for f in fields:
+        value = _as_is(f, instance)
+        if value is _GENERIC:
+            value = f.get_db_prep_save(f.pre_save(instance, True), connection=connection)
+        values.append(value)
+    return values
+
+
+_GENERIC = object()
+
+
+def _as_is(field: Field, instance: Model) -> Any:
+    """The value a plain field of a token row inserts on PostgreSQL, as pre_save and
+    get_db_prep_save give it, or _GENERIC where they might change it."""
+    kind = type(field)
+    if kind is DateTimeField:
+        if field.auto_now or field.auto_now_add:  # type: ignore[attr-defined]
+            value = timezone.now()
+            setattr(instance, field.attname, value)
+            return value
+        value = getattr(instance, field.attname)
+        if value is None or (type(value) is datetime and value.tzinfo is not None):
+            return value
+        return _GENERIC
+    value = getattr(instance, field.attname)
+    if kind is ForeignKey:
+        return value if value is None or type(value) is int else _GENERIC
+    if kind is TextField or kind is CharField:
+        return value if type(value) is str else _GENERIC
+    if kind is UUIDField:
+        return value if type(value) is uuid.UUID else _GENERIC
+    return _GENERIC
 
 
 def datetimes_prepared(*, params: Iterable[Any], connection: Any) -> list[Any]:

@@ -342,12 +342,16 @@ def test_a_token_row_inserted_directly_reads_back_as_save_would_write_it(cc_app)
         application=app, scope="settlement:read", expires=expires, resource=["https://a.example"]
     )
     set_token_value(direct, raw)
+    before = timezone.now()
     token_row_insert(instance=direct)
+    after = timezone.now()
     assert direct.pk is not None and not direct._state.adding
     stored = AccessToken.objects.get(pk=direct.pk)
     assert stored.token_checksum == token_checksum(raw) and stored.token == ""
     assert stored.resource == ["https://a.example"] and stored.expires == expires
-    assert stored.created is not None and stored.updated is not None
+    # auto_now and auto_now_add: the time of the insert, left on the instance as save() does
+    assert before <= stored.created <= after and before <= stored.updated <= after
+    assert (direct.created, direct.updated) == (stored.created, stored.updated)
     assert stored.user_id is None and stored.application_id == app.pk
 
     # with a save receiver connected, the row goes through save() and the receiver runs
