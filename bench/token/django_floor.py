@@ -17,7 +17,9 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from config.wsgi import application  # noqa: F401  (gunicorn serves it)
+# Django's own handler: config.wsgi.application puts the token lane in front of it, which
+# would answer the grants itself.
+from config.wsgi import django_application as application  # noqa: F401  (gunicorn serves it)
 from partners.oauth import views
 
 # The size of a real answer: a signed RFC 9068 access token, a refresh token, an ID token.

@@ -8,8 +8,8 @@ The script runs itself again under ``valgrind --tool=callgrind`` with instrument
 seeds its own database (``tokenpass_bench_profile``, as profile_grant.py does), warms up,
 then counts two segments of ``--requests`` requests through ``config.wsgi`` in this one
 process: the grant as served, and the same requests with the grant replaced by a fixed
-answer of a token response's size (what Django costs the token endpoint before any grant
-work). It prints instructions per request outside the RSA signatures: under valgrind
+answer of a token response's size (what the request's handling costs the token endpoint
+before any grant work: the token lane's since the 2026-12-03 session, Django's before). It prints instructions per request outside the RSA signatures: under valgrind
 OpenSSL takes a different code path for them (its count would overstate them several
 times), and they are the same fixed cost on every server. Needs valgrind (Debian's
 ``valgrind`` package). Runs take about a minute; repeated runs agree to about 0.5 %.
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"instructions per request, outside RSA signing ({count} requests each):")
     rows = (
         (f"{args.grant} grant as served", grant_other),
-        ("Django's part (fixed answer)", django_other),
+        ("request handling (fixed answer)", django_other),
         ("the grant's own work", grant_other - django_other),
         ("RSA signing (overstated, see above)", grant_signing / count),
     )
