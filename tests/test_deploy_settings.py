@@ -64,3 +64,58 @@ def test_production_settings_refuse_a_cache_each_worker_keeps_to_itself():
         result = _manage("check", env_overrides={**PRODUCTION_BASICS, "CACHE_URL": url})
         assert result.returncode != 0, url
         assert "every worker shares" in result.stderr, result.stderr
+
+
+def _hash_script(action: str) -> str:
+    return "from partners.oauth.hashers import ClientSecretHasher as H\n" + (
+        "print(H().encode('partner-secret', 'salt1'))"
+        if action == "encode"
+        else "import sys; print(H().verify('partner-secret', sys.stdin.read().strip()))"
+    )
+
+
+def _client_secret_hash(env: dict[str, str], *, action: str, encoded: str = "") -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", _hash_script(action)],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("SECRET_KEY")},
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "ALLOWED_HOSTS": "id.example.com",
+            "CACHE_URL": "redis://127.0.0.1:6379/1",
+            **env,
+        },
+        input=encoded,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_client_secrets_survive_a_secret_key_rotation_from_the_environment():
+    """SECRET_KEY_FALLBACKS and CLIENT_SECRET_HMAC_KEY come from the environment: a partner's
+    secret hashed under the old SECRET_KEY still verifies after a rotation that keeps the old
+    key as a fallback, or under a fixed CLIENT_SECRET_HMAC_KEY; without either it does not."""
+    old, new = "old-" + "k" * 60, "new-" + "k" * 60
+    encoded = _client_secret_hash({"SECRET_KEY": old}, action="encode")
+    assert encoded.startswith("tokenpass_hmac_sha256$salt1$")
+
+    def verifies(env: dict[str, str]) -> str:
+        return _client_secret_hash(env, action="verify", encoded=encoded)
+
+    assert verifies({"SECRET_KEY": new}) == "False"
+    assert verifies({"SECRET_KEY": new, "SECRET_KEY_FALLBACKS": old}) == "True"
+    fixed = "hmac-" + "h" * 60
+    with_fixed = _client_secret_hash(
+        {"SECRET_KEY": old, "CLIENT_SECRET_HMAC_KEY": fixed}, action="encode"
+    )
+    assert (
+        _client_secret_hash(
+            {"SECRET_KEY": new, "CLIENT_SECRET_HMAC_KEY": fixed},
+            action="verify",
+            encoded=with_fixed,
+        )
+        == "True"
+    )

@@ -365,6 +365,13 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 
+# Earlier SECRET_KEYs, still accepted after a rotation (sessions, signed links, and the client
+# secret hashes of partners/oauth/hashers.py when CLIENT_SECRET_HMAC_KEY is empty).
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# The key client secrets are hashed with (SECRET_KEY when empty). Set it once and keep it, and
+# rotating SECRET_KEY leaves every partner's secret valid.
+CLIENT_SECRET_HMAC_KEY = env.str("CLIENT_SECRET_HMAC_KEY", default="")
+
 # Partner webhooks (partners/webhooks, docs/webhooks.md).
 WEBHOOKS_RETRY_DELAYS = [60, 300, 1800, 7200, 21600, 43200, 86400]
 WEBHOOKS_TIMEOUT_SECONDS = env.int("WEBHOOKS_TIMEOUT_SECONDS", default=10)

@@ -10,15 +10,16 @@ grants.token_answer can: the same function, with the same answer, that the token
 
 Like grants, it only ever says yes. Anything else goes to Django unchanged, the request body
 handed on as it came, before anything was written: another path or method, a query string,
-a body that is not a small UTF-8 form, a host Django would refuse, plain HTTP where Django
-redirects to HTTPS, a parameter Django's view would call too long or malformed, a repeated
-parameter, and every request grants.token_answer does not answer (failed or rate-limited
+a body that is not a small UTF-8 form or is over Django's DATA_UPLOAD_MAX_* limits, a host
+Django would refuse, plain HTTP where Django redirects to HTTPS, a parameter Django's view
+would call too long or malformed, a repeated parameter, and every request grants.token_answer does not answer (failed or rate-limited
 client authentication, unusual parameters, unlive refresh tokens ...). So every error
 answer, rate-limit count and audit row stays where it was.
 
 What Django would have done around a success is done here too: ALLOWED_HOSTS, the HTTPS
 redirect, the headers of the security and clickjacking middleware (the OAuth endpoints'
-chain, OAUTH_ENDPOINT_MIDDLEWARE; the lane stands aside if that chain is changed), the
+chain, OAUTH_ENDPOINT_MIDDLEWARE; the lane stands aside if that chain is changed or no
+longer serves the token endpoint), the
 request_started and request_finished signals that manage database connections, and an
 unexpected exception answered by Django's own 500 handling with its logging. The tests in
 tests/partners/test_oauth_lane.py hold the lane's answers against Django's.
@@ -77,6 +78,13 @@ class _Settings:
             and not settings.PREPEND_WWW
             and bool(settings.ALLOWED_HOSTS)
         )
+        # Django's own limits on a form (DATA_UPLOAD_MAX_*): a body over them is Django's to
+        # refuse.
+        self.max_body = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self.max_fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        # The paths the OAuth endpoints' chain serves (ApiRouterMiddleware): the lane stands
+        # in for that chain only.
+        self.oauth_prefixes = tuple(settings.OAUTH_ENDPOINT_PREFIXES)
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
         # Each Host header seen, and whether it is allowed.
         self.hosts: dict[str, bool] = {}
@@ -157,13 +165,15 @@ class TokenLane:
         ):
             return self.django(environ, start_response)
         current = _current()
-        if not current.enabled:
+        if not current.enabled or not environ["PATH_INFO"].startswith(current.oauth_prefixes):
             return self.django(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return self.django(environ, start_response)
-        if not 0 < length <= MAX_BODY:
+        if not 0 < length <= MAX_BODY or (
+            current.max_body is not None and length > current.max_body
+        ):
             return self.django(environ, start_response)
         body = environ["wsgi.input"].read(length)
         # Whoever answers reads the body from here.
@@ -173,7 +183,7 @@ class TokenLane:
         secure = _secure(environ, current)
         if secure is None or not _host_allowed(environ, current):
             return self.django(environ, start_response)
-        params = _form(environ, body)
+        params = _form(environ, body, current)
         if params is None:
             return self.django(environ, start_response)
         _request_started(environ)
@@ -185,7 +195,7 @@ class TokenLane:
                 origin=environ.get("HTTP_ORIGIN"),
             )
         except Exception as exc:
-            return self._server_error(environ, start_response, exc)
+            return self._server_error(environ, start_response, exc, secure=secure)
         _request_finished()
         if answer is None:
             environ["wsgi.input"].seek(0)
@@ -201,15 +211,21 @@ class TokenLane:
         return [data]
 
     def _server_error(
-        self, environ: Environ, start_response: StartResponse, exc: Exception
+        self, environ: Environ, start_response: StartResponse, exc: Exception, *, secure: bool
     ) -> Iterable[bytes]:
         """Django's answer to an unexpected exception: its got_request_exception signal,
-        its django.request log record and handler500."""
+        its django.request log record and handler500, with the headers the chain would add
+        to it."""
         environ["wsgi.input"].seek(0)
         request = WSGIRequest(environ)
         # As the token view marks its requests: error reports leave these out.
         request.sensitive_post_parameters = SECRET_TOKEN_PARAMETERS  # type: ignore[attr-defined]
         response = response_for_exception(request, exc)
+        current = _current()
+        for name, value in current.secure_headers if secure else current.plain_headers:
+            response.headers.setdefault(name, value)
+        if not response.streaming and "Content-Length" not in response:
+            response.headers["Content-Length"] = str(len(response.content))
         response._handler_class = self.__class__  # type: ignore[attr-defined]
         response._resource_closers.append(request.close)  # type: ignore[attr-defined]
         status = f"{response.status_code} {response.reason_phrase}"
@@ -290,7 +306,7 @@ def _host_allowed(environ: Environ, current: _Settings) -> bool:
     return allowed
 
 
-def _form(environ: Environ, body: bytes) -> dict[str, str] | None:
+def _form(environ: Environ, body: bytes, current: _Settings) -> dict[str, str] | None:
     """The body's parameters, each once, as Django's form parsing reads them (urllib's
     parse_qsl, blank values kept); None for a body Django should judge: not a UTF-8 form, a
     repeated parameter, or one that the token view calls too long or malformed."""
@@ -298,6 +314,9 @@ def _form(environ: Environ, body: bytes) -> dict[str, str] | None:
     if content_type.strip().lower() != _FORM:
         return None
     if options and options.strip().lower().replace(" ", "") != "charset=utf-8":
+        return None
+    # parse_qsl's count, empty fields included, as Django's form parsing enforces it.
+    if current.max_fields is not None and body.count(b"&") + 1 > current.max_fields:
         return None
     try:
         text = body.decode("utf-8")

@@ -127,6 +127,14 @@ def test_the_lane_answers_with_the_headers_django_gives(server, security):
         ("a short body", {"content_length": "500"}, {}, None),
         ("a host Django refuses", {}, {"ALLOWED_HOSTS": ["tokenpass.example"]}, 400),
         ("plain HTTP where HTTPS is required", {"https": False}, PRODUCTION_SECURITY, 301),
+        ("more fields than Django takes", {"body": urlencode(GRANT) + "&" * 1000}, {}, 400),
+        ("a body over Django's size limit", {}, {"DATA_UPLOAD_MAX_MEMORY_SIZE": 20}, 400),
+        (
+            "the token endpoint outside the OAuth endpoints' chain",
+            {},
+            {"OAUTH_ENDPOINT_PREFIXES": ["/o/introspect/", "/o/revoke_token/"]},
+            200,
+        ),
         ("the fast grants off", {}, {"OAUTH_FAST_TOKEN_GRANTS": False}, 200),
         (
             "a changed middleware chain",
@@ -241,14 +249,20 @@ def test_a_server_error_in_the_lane_is_djangos_500(server, monkeypatch, caplog):
     signals.got_request_exception.connect(report)
     signals.request_finished.connect(count)
     try:
-        lane = LaneClient()
-        form = {**GRANT, "client_secret": "secret-in-the-body"}
-        with caplog.at_level(logging.ERROR, logger="django.request"):
-            response = lane.post("/o/token/", form, headers=headers)
+        with override_settings(**PRODUCTION_SECURITY):
+            lane = LaneClient()
+            form = {**GRANT, "client_secret": "secret-in-the-body"}
+            with caplog.at_level(logging.ERROR, logger="django.request"):
+                response = lane.post("/o/token/", form, headers={**headers, **HTTPS})
     finally:
         signals.got_request_exception.disconnect(report)
         signals.request_finished.disconnect(count)
     assert response.status_code == 500
+    # The headers the middleware chain gives Django's 500 too.
+    assert response["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Content-Length"] == str(len(response.content))
     assert lane.django_bodies == []
     assert reported["post"]["client_secret"] == "********************"
     assert reported["post"]["grant_type"] == "client_credentials"
