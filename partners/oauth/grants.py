@@ -49,7 +49,7 @@ from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import clientcache, hashers, keys, ratelimit
 from partners.oauth.selectors import client_authentication_read, refresh_token_unexpired
-from partners.oauth.services import refresh_token_rotate, token_checksum
+from partners.oauth.services import refresh_token_rotate, token_checksum, token_row
 from partners.oauth.tokens import access_token_issue, issuer, refresh_token_generate
 
 CLIENT_CREDENTIALS = "client_credentials"
@@ -336,16 +336,21 @@ def _refresh_rotate(application: Application, live: Any, scopes: list[str]) -> d
         id_token, id_token_row = _id_token(application, live, scopes, access_token)
         body["id_token"] = id_token
     now = timezone.now()
-    access_row = get_access_token_model()(
-        user=user,
+    access_row = token_row(
+        get_access_token_model(),
+        user_id=user.pk,
         scope=scope,
         expires=now + timedelta(seconds=expires_in),
-        application=application,
+        application_id=application.pk,
         resource=[],
     )
     set_token_value(access_row, access_token)
-    refresh_row = get_refresh_token_model()(
-        user=user, application=application, token_family=live.token_family, resource=[]
+    refresh_row = token_row(
+        get_refresh_token_model(),
+        user_id=user.pk,
+        application_id=application.pk,
+        token_family=live.token_family,
+        resource=[],
     )
     set_token_value(refresh_row, rotated)
     if not refresh_token_rotate(
@@ -390,7 +395,12 @@ def _id_token(
     }
     if sid:
         claims["sid"] = sid
-    row = get_id_token_model()(
-        user=user, scope=" ".join(scopes), expires=expires, jti=row_jti, application=application
+    row = token_row(
+        get_id_token_model(),
+        user_id=user.pk,
+        scope=" ".join(scopes),
+        expires=expires,
+        jti=row_jti,
+        application_id=application.pk,
     )
     return keys.jwt_sign(claims=claims, typ="JWT"), row

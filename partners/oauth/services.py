@@ -5,6 +5,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import connection, connections, router, transaction
@@ -321,23 +322,43 @@ def _rotation_statement(*, with_id_token: bool) -> tuple[str, tuple[list, list, 
     return sql, (id_fields if with_id_token else [], access_fields, refresh_fields)
 
 
+def token_row(model: type[Model], /, **values: Any) -> Any:
+    """A new token row for refresh_token_rotate, from field values by attribute name
+    (``user_id``, ``scope`` ...; the model's defaults for the rest). On PostgreSQL, where the
+    rotation is one statement that takes the row's values (field_values), a plain object
+    holds them: building a model instance for each of a refresh grant's three rows cost a
+    tenth of the grant. Elsewhere, the unsaved model instance."""
+    if connections[router.db_for_write(model)].vendor != "postgresql":
+        return model(**values)
+    row = SimpleNamespace(
+        **{f.attname: f.get_default() for f in _row_fields(model) if f.attname not in values}
+    )
+    row.__dict__.update(values)
+    return row
+
+
+@functools.cache
+def _row_fields(model: type[Model]) -> tuple[Field, ...]:
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+
+
 def refresh_token_rotate(
     *,
     previous: Any,
     application: Application,
-    id_token: Model | None,
-    access_token: Model,
-    refresh_token: Model,
+    id_token: Any,
+    access_token: Any,
+    refresh_token: Any,
     now: datetime,
 ) -> bool:
     """Rotate ``previous`` (a live refresh token, read with its access token): revoke it and
     delete its access token, store the new ID token (if any), access token and refresh token
-    (unsaved instances whose links to one another are made here) and note in the consent that
+    (unsaved rows from token_row, whose links to one another are made here) and note in the consent that
     the app was just used. All or nothing; False, with nothing written, when another request
     revoked ``previous`` first: of two concurrent rotations of one token exactly one gets
     True."""
     user = previous.user
-    target = connections[router.db_for_write(type(refresh_token))]
+    target = connections[router.db_for_write(get_refresh_token_model())]
     if target.vendor != "postgresql":
         return _refresh_token_rotate_stepwise(
             previous=previous,
@@ -373,6 +394,9 @@ def _refresh_token_rotate_stepwise(
 ) -> bool:
     """refresh_token_rotate, one statement at a time (databases without data-modifying WITH
     queries, such as the SQLite of the demo)."""
+    id_token = _as_instance(get_id_token_model(), id_token)
+    access_token = _as_instance(get_access_token_model(), access_token)
+    refresh_token = _as_instance(get_refresh_token_model(), refresh_token)
     with transaction.atomic():
         if id_token is not None:
             token_row_insert(instance=id_token)
@@ -387,6 +411,18 @@ def _refresh_token_rotate_stepwise(
         token_row_insert(instance=refresh_token)
         consent_touch(user=previous.user, application=application)
     return True
+
+
+def _as_instance(model: type[Model], row: Any) -> Any:
+    """The unsaved model instance of a token_row (which is one already off PostgreSQL)."""
+    if row is None or isinstance(row, Model):
+        return row
+    values = dict(vars(row))
+    raw_token = values.pop("_raw_token", None)
+    instance = model(**values)
+    if raw_token is not None:
+        instance._raw_token = raw_token  # type: ignore[attr-defined]
+    return instance
 
 
 def user_app_tokens_revoke(*, user: User, application: Application) -> int:
