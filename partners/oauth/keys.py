@@ -155,9 +155,9 @@ def _with_kid(key: jwk.JWK, kid: str) -> jwk.JWK:
 
 _lock = threading.Lock()
 _cache: dict[str, Any] = {"source": None, "stamp": None, "key_set": None}
-# (file path or None for a PEM key, until when it need not be looked at again, the key set):
-# replaced whole, read unlocked.
-_checked: tuple[str | None, float, KeySet] | None = None
+# (until when the key set need not be looked at again, the key set): replaced whole, read
+# unlocked.
+_checked: tuple[float, KeySet] | None = None
 # The encoded JWS header of each key id and token type.
 _headers: dict[tuple[str, str], str] = {}
 
@@ -217,14 +217,14 @@ def key_set_load() -> KeySet:
     # A settings change forgets it (_settings_changed).
     checked_at = time.monotonic()
     recent = _checked
-    if recent is not None and checked_at < recent[1]:
-        return recent[2]
+    if recent is not None and checked_at < recent[0]:
+        return recent[1]
     pem = getattr(settings, "OIDC_RSA_PRIVATE_KEY", "")
     if pem:
         with _lock:
             if _cache["source"] != ("pem", pem):
                 _cache.update(source=("pem", pem), stamp=None, key_set=_pem_key_set(pem))
-            _checked = (None, math.inf, _cache["key_set"])
+            _checked = (math.inf, _cache["key_set"])
             return _cache["key_set"]
     path = keys_file_path()
     # A rotation step reaches every process within the interval; that is safe because a key
@@ -246,7 +246,7 @@ def key_set_load() -> KeySet:
                 key_set = KeySet.from_json(json.load(handle))
             _cache.update(source=("file", str(path)), stamp=stamp, key_set=key_set)
         deadline = checked_at + settings.OIDC_KEYS_FILE_CHECK_SECONDS
-        _checked = (str(path), deadline, _cache["key_set"])
+        _checked = (deadline, _cache["key_set"])
         return _cache["key_set"]
 
 
@@ -280,10 +280,10 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-# Stateless, so shared by every signature.
+# Stateless, so shared by every signature (and every verification, partners.oauth.tokens).
 _CLAIMS_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-_PKCS1 = padding.PKCS1v15()
-_SHA256 = hashes.SHA256()
+PKCS1 = padding.PKCS1v15()
+SHA256 = hashes.SHA256()
 
 
 def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
@@ -299,7 +299,7 @@ def jwt_sign(*, claims: dict[str, Any], typ: str) -> str:
         if len(_headers) < 64:
             _headers[(key.kid, typ)] = header
     signing_input = header + "." + _b64url(_CLAIMS_ENCODER.encode(claims).encode())
-    signature = key.signer.sign(signing_input.encode("ascii"), _PKCS1, _SHA256)
+    signature = key.signer.sign(signing_input.encode("ascii"), PKCS1, SHA256)
     return signing_input + "." + _b64url(signature)
 
 

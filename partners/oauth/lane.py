@@ -43,7 +43,10 @@ from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.signals import setting_changed
 from django.db import close_old_connections, reset_queries
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.urls import get_script_prefix, reverse
 
 from partners.oauth import grants
@@ -92,36 +95,20 @@ class _Settings:
         self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         self.debug = settings.DEBUG
-        common = []
-        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
-            common.append(("X-Content-Type-Options", "nosniff"))
-        policy = settings.SECURE_REFERRER_POLICY
-        if policy:
-            common.append(
-                (
-                    "Referrer-Policy",
-                    ",".join(
-                        [v.strip() for v in policy.split(",")]
-                        if isinstance(policy, str)
-                        else policy
-                    ),
-                )
-            )
-        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-            common.append(
-                ("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
-            )
-        common.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
-        self.plain_headers = common
-        secure = list(common)
-        if settings.SECURE_HSTS_SECONDS:
-            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-                hsts += "; includeSubDomains"
-            if settings.SECURE_HSTS_PRELOAD:
-                hsts += "; preload"
-            secure.insert(0, ("Strict-Transport-Security", hsts))
-        self.secure_headers = secure
+        self.plain_headers = _middleware_headers(secure=False)
+        self.secure_headers = _middleware_headers(secure=True)
+
+
+def _middleware_headers(*, secure: bool) -> list[tuple[str, str]]:
+    """The headers the security and clickjacking middleware add to an answer over HTTPS
+    (``secure``) or plain HTTP: asked of the middleware themselves, once."""
+    response = HttpResponse()
+    del response["Content-Type"]
+    request = HttpRequest()
+    request.is_secure = lambda: secure  # type: ignore[method-assign]
+    for middleware in (SecurityMiddleware, XFrameOptionsMiddleware):
+        middleware(lambda request: response).process_response(request, response)
+    return list(response.items())
 
 
 _settings: _Settings | None = None

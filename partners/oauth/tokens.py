@@ -21,8 +21,6 @@ import uuid
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 from django.conf import settings
 from jwcrypto import jwk, jws, jwt
 from jwcrypto.common import JWException
@@ -173,8 +171,8 @@ def client_credentials_claims(token: str) -> dict[str, Any] | None:
         verifier.verify(
             signature,
             f"{header_part}.{claims_part}".encode("ascii"),
-            padding.PKCS1v15(),
-            hashes.SHA256(),
+            keys.PKCS1,
+            keys.SHA256,
         )
     except (InvalidSignature, ValueError):
         return None
