@@ -113,9 +113,16 @@ def test_a_connection_dropped_within_the_grace_fails_one_statement_then_is_repla
     assert backend_pid(conn) != pid
 
 
+def prepared_statements(conn) -> list[str]:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements ORDER BY statement")
+        return [row[0] for row in cursor.fetchall()]
+
+
 def test_a_server_binding_cursor_sends_parameters_apart_and_is_seen_like_any_other():
     """server_binding_cursor: parameters go beside the statement ($1, not quoted into the
-    text), logged and wrapped as Django's own cursors are."""
+    text), logged and wrapped as Django's own cursors are; the statement is prepared on the
+    server once and then only executed, and Django's own cursors prepare nothing."""
     from django.test.utils import CaptureQueriesContext
 
     seen = []
@@ -126,14 +133,64 @@ def test_a_server_binding_cursor_sends_parameters_apart_and_is_seen_like_any_oth
 
     sql = "SELECT %s::text || 'x', %s::bigint IS NULL, %s::timestamptz"
     stamp = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text || 'y'", ["client side"])
     with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(wrapper):
         for _ in range(6):
             with connection.server_binding_cursor() as cursor:
                 cursor.execute(sql, ["it's", None, stamp])
                 assert cursor.fetchone() == ("it'sx", True, stamp)
-                assert b"$1" in cursor.cursor._query.query
     assert seen == [sql] * 6 and len(captured.captured_queries) == 6
-    with connection.cursor() as cursor:
-        # Nothing prepared on the server: Django keeps psycopg's preparation off, for poolers.
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
-        assert cursor.fetchone()[0] == 0
+    # Logged with its parameters, though psycopg keeps no text for a prepared execution.
+    assert all(
+        query["sql"].startswith("SELECT 'it''s'::text || 'x', NULL::bigint IS NULL")
+        for query in captured.captured_queries
+    )
+    # Prepared once, with the parameters as $n; the client-side statement is not there.
+    assert prepared_statements(connection) == [
+        "SELECT $1::text || 'x', $2::bigint IS NULL, $3::timestamptz"
+    ]
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooling_proxy():
+    """OPTIONS["prepare_threshold"] = None (DATABASE_PREPARED_STATEMENTS=false): every
+    statement is parsed anew, as behind a proxy that pools transactions must be."""
+    conn = new_connection(
+        OPTIONS={**connection.settings_dict["OPTIONS"], "prepare_threshold": None}
+    )
+    try:
+        for _ in range(3):
+            with conn.server_binding_cursor() as cursor:
+                cursor.execute("SELECT %s::int + 1", [1])
+                assert cursor.fetchone() == (2,)
+        assert prepared_statements(conn) == []
+    finally:
+        conn.close()
+
+
+def test_a_prepared_statement_survives_a_rollback_and_a_changed_table():
+    """psycopg forgets its prepared statements after a ROLLBACK or an ALTER and prepares them
+    again: a statement still answers after both, with the table's new shape."""
+    conn = new_connection()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("CREATE TEMPORARY TABLE prepared_probe (id int, label text)")
+            cursor.execute("INSERT INTO prepared_probe VALUES (1, 'one')")
+
+        def label() -> str:
+            with conn.server_binding_cursor() as cursor:
+                cursor.execute("SELECT label FROM prepared_probe WHERE id = %s", [1])
+                return cursor.fetchone()[0]
+
+        assert label() == "one"
+        conn.set_autocommit(False)
+        with conn.cursor() as cursor:
+            cursor.execute("UPDATE prepared_probe SET label = 'two'")
+        conn.rollback()
+        conn.set_autocommit(True)
+        assert label() == "one"
+        with conn.cursor() as cursor:
+            cursor.execute("ALTER TABLE prepared_probe ALTER COLUMN label TYPE varchar(10)")
+        assert label() == "one"
+    finally:
+        conn.close()

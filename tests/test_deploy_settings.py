@@ -119,3 +119,29 @@ def test_client_secrets_survive_a_secret_key_rotation_from_the_environment():
         )
         == "True"
     )
+
+
+_PREPARED_SCRIPT = """
+from django.db import connection
+for _ in range(2):
+    with connection.server_binding_cursor() as cursor:
+        cursor.execute("SELECT %s::int * 2", [21])
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+    print("prepared", cursor.fetchone()[0])
+"""
+
+
+def test_prepared_statements_follow_the_environment():
+    """DATABASE_PREPARED_STATEMENTS=false, for a proxy that pools transactions, leaves every
+    statement unprepared; by default the token endpoint's statements are prepared."""
+    env = {
+        **PRODUCTION_BASICS,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
+    }
+    for setting, expected in ((None, "prepared 1"), ("false", "prepared 0")):
+        overrides = env if setting is None else {**env, "DATABASE_PREPARED_STATEMENTS": setting}
+        result = _manage("shell", "-c", _PREPARED_SCRIPT, env_overrides=overrides)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == expected, result.stdout

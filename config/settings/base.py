@@ -121,6 +121,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["ENGINE"] = engine_for(DATABASES["default"]["ENGINE"])
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# Our PostgreSQL backend prepares the token endpoint's statements on the server; a proxy that
+# pools transactions without tracking prepared statements needs that off (docs/configuration.md).
+if not env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}

@@ -20,6 +20,7 @@ from oauth2_provider.models import (
 from oauth2_provider.scopes import get_scopes_backend
 
 from accounts.models import User
+from config.db import binding_cursor
 from partners.models import (
     AccessTokenRevocation,
     Application,
@@ -148,7 +149,7 @@ def application_for_client_id(*, client_id: str) -> Application | None:
     loaded as select_related("partner", "review") leaves them, so that
     Application.is_usable needs no further query."""
     sql, parts = _client_lookup_sql()
-    with connection.cursor() as cursor:
+    with binding_cursor(connection) as cursor:
         cursor.execute(sql, [client_id])
         row = cursor.fetchone()
     if row is None:
@@ -260,7 +261,7 @@ def refresh_token_live(*, checksum: str) -> Any:
     family came from (None if there is none). The statement is written once per process; the ORM's
     select_related query compiled three tables' columns on every refresh."""
     sql, parts = _live_refresh_token_sql()
-    with connection.cursor() as cursor:
+    with binding_cursor(connection) as cursor:
         cursor.execute(sql, [checksum])
         row = cursor.fetchone()
     if row is None:
@@ -326,7 +327,7 @@ def client_authentication_read(
     if refresh_checksum is not None:
         params.append(refresh_checksum)
     params.append(client_id)
-    with connection.cursor() as cursor:
+    with binding_cursor(connection) as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

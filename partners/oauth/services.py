@@ -32,6 +32,7 @@ from oauth2_provider.models import (
 
 from accounts.audit import audit_event_record
 from accounts.models import AuditEvent, User
+from config.db import binding_cursor
 from partners.models import (
     AccessTokenRevocation,
     Application,
@@ -112,13 +113,6 @@ def datetimes_prepared(*, params: Iterable[Any], connection: Any) -> list[Any]:
         connection.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p
         for p in params
     ]
-
-
-def binding_cursor(connection: Any) -> Any:
-    """A cursor that binds its parameters on the server where the backend offers one
-    (config.db.postgresql does): for the token writes, with a dozen to forty parameters
-    each, quoting them into the text in Python costs more than sending them apart."""
-    return getattr(connection, "server_binding_cursor", connection.cursor)()
 
 
 def token_row_insert(*, instance: Model) -> None:

@@ -169,6 +169,16 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, setti
         assert write.index("oauth2_provider_idtoken") < write.index(
             'INSERT INTO "oauth2_provider_accesstoken"'
         )
+        # Both are prepared on the server (config.db.postgresql): after the first grant only
+        # their parameters travel.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in cursor.fetchall()]
+        assert any(text.startswith("WITH revoked AS (UPDATE") for text in prepared), prepared
+        assert any(
+            text.startswith("SELECT") and "partners_clientauthfailures" in text and "$4" in text
+            for text in prepared
+        ), prepared
     else:
         # the client's failure count; the app; the live refresh token with its access token,
         # person and sign-in; then the ID token, the old refresh token's revocation, the old

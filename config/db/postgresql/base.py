@@ -13,20 +13,51 @@ second unless the database settings say otherwise) is not checked again. Connect
 dropped after sitting idle (server or proxy idle timeouts, a database restart), which takes
 longer than that; and a statement that did fail marks the connection, which Django then
 checks at the end of the request whatever the grace. An idle connection is checked as
-before."""
+before.
+
+Statements sent through ``server_binding_cursor`` (the token endpoint's read and writes) are
+prepared on the server the first time a connection sends them, and only parameters travel
+after that. Django keeps psycopg's preparation off, for transaction-pooling proxies that do
+not track prepared statements; but Django's own cursors bind on the client and are never
+prepared, so turning it on here prepares just those statements. Parsing and planning them
+was most of PostgreSQL's work in a refresh grant: about 1 ms of the database's CPU of 1.5 ms,
+more than the grant's own Python (bench/README.md). ``OPTIONS["prepare_threshold"]`` set in
+the database settings wins (None turns preparation off; DATABASE_PREPARED_STATEMENTS in
+docs/configuration.md)."""
 
 import time
 from typing import Any
 
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorWrapper
+from psycopg.errors import DataError
 from psycopg.pq import Format
 
 DEFAULT_GRACE_SECONDS = 1.0
+# psycopg prepares a statement once it has run this many times on a connection: at once.
+DEFAULT_PREPARE_THRESHOLD = 0
+
+
+class DatabaseOperations(operations.DatabaseOperations):
+    def last_executed_query(  # type: ignore[override]
+        self, cursor: Any, sql: str, params: Any
+    ) -> str | None:
+        """The statement as logged (query logging, CaptureQueriesContext): psycopg keeps no
+        text for a statement it executed as prepared, so it is composed from the parameters,
+        as Django does for server-side binding."""
+        executed: str | None = super().last_executed_query(cursor, sql, params)
+        if executed is None and sql is not None:
+            try:
+                executed = self.compose_sql(sql, params)
+            except DataError:
+                return None
+        return executed
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     # Set by Django's BaseDatabaseWrapper (not in its type stubs).
     health_check_enabled: bool
     health_check_done: bool
@@ -37,6 +68,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.settings_dict.get("HEALTH_CHECK_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
         )
         self.cursor_opened_at: float | None = None
+
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        if "prepare_threshold" not in self.settings_dict["OPTIONS"]:
+            params["prepare_threshold"] = DEFAULT_PREPARE_THRESHOLD
+        return params
 
     def close_if_health_check_failed(self) -> None:
         now = time.monotonic()
@@ -56,10 +93,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """A cursor that sends its parameters apart from the statement text (PostgreSQL's
         extended protocol), where Django's cursors quote each parameter into the text in
         Python: for the refresh grant's one write, with some forty parameters, that quoting
-        was 6 % of the grant's instructions outside the RSA signatures. Nothing is prepared
-        on the server (Django turns psycopg's prepared statements off, for connection
-        poolers). Wrapped as Django wraps its own cursors, so execute wrappers, transactions
-        and query logging see it."""
+        was 6 % of the grant's instructions outside the RSA signatures. Its statements are
+        prepared on the server (see the module's docstring). Wrapped as Django wraps its own
+        cursors, so execute wrappers, transactions and query logging see it."""
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
