@@ -129,6 +129,20 @@ def _forget_settings(**kwargs: Any) -> None:
 setting_changed.connect(_forget_settings, dispatch_uid="partners.oauth.lane")
 
 
+class _Unreadable(io.RawIOBase):
+    """A request body whose reading failed, for Django to read again and fail on alike."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise self.error
+
+
 class TokenLane:
     """A WSGI application: ordinary token grants answered here, everything else by
     ``django_application``."""
@@ -162,7 +176,13 @@ class TokenLane:
             current.max_body is not None and length > current.max_body
         ):
             return self.django(environ, start_response)
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except OSError as exc:
+            # The client went away in the middle of its body: Django's reading of it fails
+            # alike (UnreadablePostError, with its 500 and its log record).
+            environ["wsgi.input"] = _Unreadable(exc)
+            return self.django(environ, start_response)
         # Whoever answers reads the body from here.
         environ["wsgi.input"] = io.BytesIO(body)
         if len(body) != length:
@@ -318,9 +338,6 @@ def _form(environ: Environ, body: bytes, current: _Settings) -> dict[str, str] |
         if name in params:
             return None
         params[name] = unquote_plus(value)
-    if oversized_among(
-        ((name, [value]) for name, value in params.items()),
-        authorization=environ.get("HTTP_AUTHORIZATION", ""),
-    ):
+    if oversized_among(params.items(), authorization=environ.get("HTTP_AUTHORIZATION", "")):
         return None
     return params

@@ -98,26 +98,28 @@ def oversized_parameter(request: HttpRequest) -> str | None:
     """The name of the first parameter that is too long or holds a NUL byte (or "parameters"
     if there are too many), or None."""
     return oversized_among(
-        (*request.GET.lists(), *request.POST.lists()),
+        (
+            (name, value)
+            for query in (request.GET, request.POST)
+            for name, values in query.lists()
+            for value in values
+        ),
         authorization=request.META.get("HTTP_AUTHORIZATION", ""),
     )
 
 
-def oversized_among(
-    parameters: Iterable[tuple[str, list[str]]], *, authorization: str
-) -> str | None:
-    """oversized_parameter's rule on a request's parameters, as names with their values, and
-    its Authorization header."""
-    total = 0
-    for name, values in parameters:
-        total += len(values)
-        limit = PARAM_LIMITS.get(name, DEFAULT_PARAM_LIMIT)
-        if len(name) > 100 or any(len(value) > limit for value in values):
+def oversized_among(parameters: Iterable[tuple[str, str]], *, authorization: str) -> str | None:
+    """oversized_parameter's rule on a request's parameters, as (name, value) pairs (a
+    repeated parameter once per value), and its Authorization header."""
+    count = 0
+    for name, value in parameters:
+        count += 1
+        if len(name) > 100 or len(value) > PARAM_LIMITS.get(name, DEFAULT_PARAM_LIMIT):
             return name[:100]
         # PostgreSQL text cannot hold NUL; no legitimate OAuth parameter contains one.
-        if "\x00" in name or any("\x00" in value for value in values):
+        if "\x00" in name or "\x00" in value:
             return name.replace("\x00", "")[:100] or "parameters"
-    if total > MAX_PARAMS:
+    if count > MAX_PARAMS:
         return "parameters"
     if len(authorization) > MAX_AUTHORIZATION_HEADER:
         return "Authorization"
@@ -486,6 +488,10 @@ SECRET_TOKEN_PARAMETERS = (
 )
 
 
+# Bodies Django parses into request.POST; RFC 6749 names the first.
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 class TokenView(dot_views.TokenView):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # DOT wraps dispatch in method_decorator(csrf_exempt) and (login_not_required), which
@@ -503,6 +509,13 @@ class TokenView(dot_views.TokenView):
         if too_long:
             return oversized_json_error(too_long)
         grant_type = request.POST.get("grant_type")
+        if grant_type is None and request.content_type not in _FORM_TYPES:
+            # oauthlib would find no grant_type in a JSON body and call it unsupported.
+            return oauth_json_error(
+                "invalid_request",
+                "The token endpoint takes its parameters as application/x-www-form-urlencoded "
+                "(RFC 6749 section 3.2).",
+            )
         if grant_type and grant_type not in {
             "authorization_code",
             "refresh_token",

@@ -137,6 +137,24 @@ def test_bad_verifier_replayed_and_expired_codes(live_server, signed_in):
     assert other.status_code == 400
 
 
+def test_a_json_body_is_told_the_token_endpoint_takes_a_form(live_server, signed_in):
+    """RFC 6749 §3.2: the token endpoint's parameters come form-encoded. A JSON body gets
+    invalid_request saying so, not an unsupported grant type; a form still works."""
+    app, secret, _browser = signed_in
+    grant = {"grant_type": "client_credentials"}
+    response = requests.post(
+        f"{live_server.url}/o/token/", json=grant, auth=(app.client_id, secret), timeout=10
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert "application/x-www-form-urlencoded" in response.json()["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+    form = requests.post(
+        f"{live_server.url}/o/token/", data=grant, auth=(app.client_id, secret), timeout=10
+    )
+    assert form.json().get("error") != "invalid_request", form.text
+
+
 def test_unsupported_grants_and_response_types(live_server, signed_in):
     app, secret, browser = signed_in
     for grant in ("password", "implicit", "foo", "urn:ietf:params:oauth:grant-type:jwt-bearer"):

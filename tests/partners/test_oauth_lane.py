@@ -7,6 +7,7 @@ these tests cover what the lane adds: headers, hosts, HTTPS, form parsing, signa
 errors, and gunicorn serving config.wsgi."""
 
 import base64
+import io
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import pytest
 from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
+from django.http import UnreadablePostError
 from django.test import override_settings
 from django.views.debug import SafeExceptionReporterFilter
 
@@ -270,6 +272,50 @@ def test_a_server_error_in_the_lane_is_djangos_500(server, monkeypatch, caplog):
     assert any("the database went away" in str(r.exc_info[1]) for r in caplog.records)
     # request_finished once, when the server closed the response (as Django's handler does).
     assert [kwargs["sender"] for kwargs in finished] == [TokenLane]
+
+
+class _CutOff(io.RawIOBase):
+    """A request body whose client went away after a few bytes, as gunicorn reports it (its
+    NoMoreData is an OSError)."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__()
+        self.head = head
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.head:
+            size = min(len(buffer), len(self.head))
+            buffer[:size], self.head = self.head[:size], self.head[size:]
+            return size
+        raise OSError("the client went away")
+
+
+def test_a_body_cut_off_midway_is_djangos_unreadable_post(server, caplog):
+    """A client that disconnects in the middle of its body gets what Django's handler gives
+    it (UnreadablePostError: got_request_exception, the django.request record and a 500),
+    not an exception escaping to the server."""
+    _app, headers = server
+    lane = LaneClient()
+    body = urlencode(GRANT).encode()
+    environ = lane.environ("/o/token/", body, headers=headers)
+    environ["wsgi.input"] = io.BufferedReader(_CutOff(body[:10]))
+    raised = []
+
+    def report(sender, request, **kwargs):
+        raised.append(sys.exc_info()[1])
+
+    signals.got_request_exception.connect(report)
+    try:
+        with caplog.at_level(logging.ERROR, logger="django.request"):
+            response = lane.send(environ)
+    finally:
+        signals.got_request_exception.disconnect(report)
+    assert response.status_code == 500
+    assert [type(error) for error in raised] == [UnreadablePostError]
+    assert any(r.name == "django.request" for r in caplog.records)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -49,7 +49,8 @@ class LaneClient:
 
         def django(environ: dict, start_response: Callable) -> Any:
             stream = environ["wsgi.input"]
-            self.django_bodies.append(stream.getvalue()[stream.tell() :])
+            if isinstance(stream, io.BytesIO):
+                self.django_bodies.append(stream.getvalue()[stream.tell() :])
             return handler(environ, start_response)
 
         self.application = TokenLane(django)  # type: ignore[arg-type]
