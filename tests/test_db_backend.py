@@ -1,10 +1,12 @@
 """config.db.postgresql: a reused connection is health-checked after it sat idle, not on
 every request, and a connection the database dropped is replaced."""
 
+import contextlib
+import os
 import time
 
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import NotSupportedError, OperationalError, ProgrammingError, connection, connections
 from django.utils import timezone
 
 from config.db.postgresql.base import DatabaseWrapper
@@ -194,3 +196,50 @@ def test_a_prepared_statement_survives_a_rollback_and_a_changed_table():
         assert label() == "one"
     finally:
         conn.close()
+
+
+def test_a_statement_whose_result_another_process_changed_fails_one_request():
+    """A migration run elsewhere changes the type of a column a prepared statement returns:
+    PostgreSQL refuses that statement ("cached plan must not change result type") until it is
+    deallocated. The request that finds it fails; the connection is replaced at the end of it,
+    and the next request prepares the statement afresh."""
+    conn, other = new_connection(), new_connection()
+    table = f"prepared_shape_{os.getpid()}"
+    try:
+        with other.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE {table} (id int, label varchar(10))")
+            cursor.execute(f"INSERT INTO {table} VALUES (1, 'one')")
+
+        def label() -> str:
+            with conn.server_binding_cursor() as cursor:
+                cursor.execute(f"SELECT label FROM {table} WHERE id = %s", [1])
+                return cursor.fetchone()[0]
+
+        assert label() == "one"
+        request_boundary(conn)
+        with other.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table} ALTER COLUMN label TYPE varchar(20)")
+        with pytest.raises(NotSupportedError):
+            label()
+        request_boundary(conn)
+        assert label() == "one"
+        request_boundary(conn)
+        assert label() == "one"
+    finally:
+        with other.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+        other.close()
+
+
+def test_a_failed_statement_is_logged_as_django_logs_it():
+    """Query logging composes a prepared statement's text from its parameters; a statement
+    whose parameters did not fit fails with Django's own error, logged or not."""
+    from django.test.utils import CaptureQueriesContext
+
+    for logged in (False, True):
+        with CaptureQueriesContext(connection) if logged else contextlib.nullcontext():
+            with pytest.raises(ProgrammingError), connection.server_binding_cursor() as cursor:
+                cursor.execute("SELECT %s, %s", [1])
+            with pytest.raises(ProgrammingError), connection.cursor() as cursor:
+                cursor.execute("SELECT %s, %s", [1])

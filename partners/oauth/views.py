@@ -509,7 +509,7 @@ class TokenView(dot_views.TokenView):
         if too_long:
             return oversized_json_error(too_long)
         grant_type = request.POST.get("grant_type")
-        if grant_type is None and request.content_type not in _FORM_TYPES:
+        if grant_type is None and request.content_type not in _FORM_TYPES and request.body:
             # oauthlib would find no grant_type in a JSON body and call it unsupported.
             return oauth_json_error(
                 "invalid_request",

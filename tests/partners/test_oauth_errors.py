@@ -153,6 +153,14 @@ def test_a_json_body_is_told_the_token_endpoint_takes_a_form(live_server, signed
         f"{live_server.url}/o/token/", data=grant, auth=(app.client_id, secret), timeout=10
     )
     assert form.json().get("error") != "invalid_request", form.text
+    # Parameters in the query string and no body: oauthlib's own, more precise answer.
+    query = requests.post(
+        f"{live_server.url}/o/token/?grant_type=client_credentials",
+        auth=(app.client_id, secret),
+        timeout=10,
+    )
+    assert query.status_code == 400 and query.json()["error"] == "invalid_request"
+    assert "form-urlencoded" not in query.json()["error_description"], query.text
 
 
 def test_unsupported_grants_and_response_types(live_server, signed_in):

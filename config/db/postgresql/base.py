@@ -23,7 +23,8 @@ prepared, so turning it on here prepares just those statements. Parsing and plan
 was most of PostgreSQL's work in a refresh grant: about 1 ms of the database's CPU of 1.5 ms,
 more than the grant's own Python (bench/README.md). ``OPTIONS["prepare_threshold"]`` set in
 the database settings wins (None turns preparation off; DATABASE_PREPARED_STATEMENTS in
-docs/configuration.md)."""
+docs/configuration.md). With Django's ``server_side_binding`` option on as well, every
+statement would be prepared."""
 
 import time
 from typing import Any
@@ -31,12 +32,29 @@ from typing import Any
 from django.db.backends.postgresql import base, operations
 from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.db.backends.utils import CursorWrapper
-from psycopg.errors import DataError
+from psycopg import Error as PsycopgError
+from psycopg.errors import FeatureNotSupported
 from psycopg.pq import Format
 
 DEFAULT_GRACE_SECONDS = 1.0
 # psycopg prepares a statement once it has run this many times on a connection: at once.
 DEFAULT_PREPARE_THRESHOLD = 0
+
+
+class PreparingCursor(base.ServerBindingCursor):  # type: ignore[name-defined]
+    """psycopg's server-binding cursor, whose statements psycopg prepares (see above)."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super().execute(query, params, **kwargs)
+        except FeatureNotSupported:
+            # "cached plan must not change result type": a migration run elsewhere changed a
+            # column this prepared statement returns. PostgreSQL refuses the statement until
+            # it is deallocated, and outside a transaction nothing would make psycopg forget
+            # it (a ROLLBACK does): every later request on this connection would fail alike.
+            # Closed, the connection is replaced when the request ends.
+            self.connection.close()
+            raise
 
 
 class DatabaseOperations(operations.DatabaseOperations):
@@ -45,12 +63,14 @@ class DatabaseOperations(operations.DatabaseOperations):
     ) -> str | None:
         """The statement as logged (query logging, CaptureQueriesContext): psycopg keeps no
         text for a statement it executed as prepared, so it is composed from the parameters,
-        as Django does for server-side binding."""
+        as Django does for server-side binding. Other cursors' statements as Django logs
+        them."""
         executed: str | None = super().last_executed_query(cursor, sql, params)
-        if executed is None and sql is not None:
+        if executed is None and sql is not None and isinstance(cursor, PreparingCursor):
             try:
                 executed = self.compose_sql(sql, params)
-            except DataError:
+            except PsycopgError:
+                # Parameters the statement could not take either: it failed, and says why.
                 return None
         return executed
 
@@ -99,7 +119,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
-            cursor = base.ServerBindingCursor(self.connection)  # type: ignore[attr-defined]
+            cursor = PreparingCursor(self.connection)
             # As Django's create_cursor: the connection's time zone for timestamps read.
             oid = base.TIMESTAMPTZ_OID  # type: ignore[attr-defined]
             tzloader = self.connection.adapters.get_loader(oid, Format.TEXT)
