@@ -41,12 +41,13 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -138,8 +139,10 @@ class Result:
     server_cpu_seconds: float
     first_error: str
     sample_keys: list[str]
-    # Grants per second of each round, to show the spread.
+    # Grants per second, and per app-server CPU-second, of each round: the spread, and the
+    # ratios of rounds measured one after the other (round_ratios).
     rounds: list[float]
+    rounds_per_cpu: list[float] = field(default_factory=list)
 
     @property
     def grants_per_second(self) -> float:
@@ -165,6 +168,7 @@ class Result:
             first_error=self.first_error or other.first_error,
             sample_keys=self.sample_keys or other.sample_keys,
             rounds=self.rounds + other.rounds,
+            rounds_per_cpu=self.rounds_per_cpu + other.rounds_per_cpu,
         )
 
 
@@ -304,6 +308,7 @@ def measure(kind: str, target: Target, seconds: float, clients: int) -> Result:
         first_error=next((p[3] for p in parts if p[3]), ""),
         sample_keys=next((p[4] for p in parts if p[4]), []),
         rounds=[ok / elapsed],
+        rounds_per_cpu=[ok / (cpu_after - cpu_before) if cpu_after > cpu_before else 0.0],
     )
 
 
@@ -532,6 +537,15 @@ RATIO_PAIRS = (
 GRANTS = (("client_credentials", "client credentials"), ("refresh_token", "refresh token"))
 
 
+def round_ratios(ours: list[float], theirs: list[float]) -> str:
+    """The median of the round-by-round ratios, with the lowest and highest: one slow round
+    (the machine busy with something else) moves it less than it moves the totals."""
+    ratios = [a / b for a, b in zip(ours, theirs, strict=False) if b]
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> bool:
     cores = os.cpu_count() or 1
     names = list(results)
@@ -585,6 +599,19 @@ def report(results: dict[str, dict[str, Result]], args: argparse.Namespace) -> b
                 )
                 title = f"{label}: {a} / {b}"
                 print(f"{title:50}{per_second:8.2f}{per_cpu:16.2f}")
+        print()
+        print(
+            "the same ratios round by round (each pair measured one after the other, so what "
+            "else the machine was doing weighs on both): median, lowest-highest"
+        )
+        for kind, label in GRANTS:
+            for a, b in pairs:
+                ra, rb = results[a][kind], results[b][kind]
+                title = f"{label}: {a} / {b}"
+                print(
+                    f"{title:50}{round_ratios(ra.rounds, rb.rounds):>20}"
+                    f"{round_ratios(ra.rounds_per_cpu, rb.rounds_per_cpu):>20}"
+                )
     print()
     print(
         f"Keycloak sizing budget: {KEYCLOAK_CC_PER_VCPU:.0f} client-credentials grants/s per vCPU"
