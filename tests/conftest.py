@@ -64,6 +64,27 @@ def _clear_cache():
     clientcache.clear()
 
 
+@pytest.fixture
+def staff_client(db):
+    """A test client of its own, signed in as a superuser (``staff_client.staff``) whose
+    session passed two-factor, as the admin requires."""
+    from django.test import Client
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from tests.factories import UserFactory
+
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
+    client = Client()
+    client.force_login(staff, backend="accounts.backends.PhoneOrEmailBackend")
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    client.staff = staff  # type: ignore[attr-defined]
+    return client
+
+
 # Browser tests: Playwright drives Debian's Chromium against pytest-django's live server.
 # One browser per test module: Playwright's sync API keeps an event loop running in the main
 # thread while it is open, which must not leak into the other tests. Playwright never

@@ -10,6 +10,7 @@ from django.urls import reverse
 from accounts.login_flow import AUTH_METHODS_SESSION_KEY
 from accounts.models import AuditEvent, OneTimeCode
 from accounts.sms.backends import outbox_messages
+from tests.accounts.helpers import normalized
 from tests.accounts.test_codes import last_email_code, last_sms_code
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -19,25 +20,6 @@ LOGIN = reverse("accounts:login")
 LOGIN_CODE = reverse("accounts:login_code")
 LOGIN_CODE_VERIFY = reverse("accounts:login_code_verify")
 PROFILE = reverse("accounts:profile")
-CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
-
-
-def normalized(response, *replace: str) -> str:
-    text = CSRF_RE.sub("", response.content.decode())
-    for value in replace:
-        text = text.replace(value, "RECIPIENT")
-    return text
-
-
-@pytest.fixture
-def post(client, django_capture_on_commit_callbacks):
-    """client.post with the on-commit hooks (code delivery) run, as after a real commit."""
-
-    def _post(url, data, c=None, **extra):
-        with django_capture_on_commit_callbacks(execute=True):
-            return (c or client).post(url, data, **extra)
-
-    return _post
 
 
 def signed_in_user_id(client):

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from accounts.models import AuditEvent
 from accounts.sms.backends import outbox_messages
+from tests.accounts.helpers import normalized
 from tests.accounts.test_codes import last_email_code, last_sms_code
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -20,23 +21,6 @@ SET_PASSWORD = reverse("accounts:reset_password")
 LOGIN = reverse("accounts:login")
 PROFILE = reverse("accounts:profile")
 NEW_PASSWORD = "a brand new passphrase 77"
-CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
-
-
-def normalized(response, *replace):
-    text = CSRF_RE.sub("", response.content.decode())
-    for value in replace:
-        text = text.replace(value, "RECIPIENT")
-    return text
-
-
-@pytest.fixture
-def post(client, django_capture_on_commit_callbacks):
-    def _post(url, data, c=None):
-        with django_capture_on_commit_callbacks(execute=True):
-            return (c or client).post(url, data)
-
-    return _post
 
 
 def test_reset_by_sms_sets_the_password_and_signs_out_other_sessions(client, post):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.login_flow import AUTH_METHODS_SESSION_KEY
 from accounts.models import AuditEvent, OneTimeCode, User
 from accounts.sms.backends import outbox_messages
+from tests.accounts.helpers import normalized
 from tests.accounts.test_codes import last_email_code, last_sms_code
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -22,23 +23,6 @@ SIGNUP = reverse("accounts:signup")
 VERIFY = reverse("accounts:signup_verify")
 PROFILE = reverse("accounts:profile")
 PASSWORD = "a fine long passphrase 42"
-CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
-
-
-def normalized(response, *replace):
-    text = CSRF_RE.sub("", response.content.decode())
-    for value in replace:
-        text = text.replace(value, "RECIPIENT")
-    return text
-
-
-@pytest.fixture
-def post(client, django_capture_on_commit_callbacks):
-    def _post(url, data, c=None):
-        with django_capture_on_commit_callbacks(execute=True):
-            return (c or client).post(url, data)
-
-    return _post
 
 
 def phone_signup(**overrides):

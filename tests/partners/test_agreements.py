@@ -7,13 +7,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from partners.agreements import services as agreements
 from partners.agreements.models import Agreement
 from partners.agreements.split import legs_cap, tiered_share, tiers_parse, tokens_cost
-from tests.factories import PartnerFactory, UserFactory, WalletAppFactory
+from tests.factories import PartnerFactory, WalletAppFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -215,19 +213,6 @@ def test_split_arithmetic_rounds_down_once_and_caps_in_precedence_order():
 
 
 # The admin: the add form shows the service's errors and writes nothing -------------------------
-
-
-@pytest.fixture
-def staff_client(client):
-    """A superuser whose session passed two-factor, as the admin requires."""
-    staff = UserFactory(is_staff=True, is_superuser=True)
-    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
-    client.force_login(staff)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    client.staff = staff
-    return client
 
 
 def add_form(partner, **overrides) -> dict:

@@ -11,26 +11,12 @@ from django.contrib.auth.hashers import check_password, identify_hasher
 from django.contrib.messages import get_messages
 from django.core.management import call_command
 from django.test import Client
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import get_access_token_model
 
 from partners.models import Application, ClientAuthFailures, Consent, PartnerEvent
 from partners.oauth import keys
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(client):
-    staff = UserFactory(is_staff=True, is_superuser=True)
-    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
-    client.force_login(staff)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    return client
 
 
 def shown_secret(response) -> str:

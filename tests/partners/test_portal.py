@@ -14,8 +14,6 @@ from django.contrib.sessions.models import Session
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from PIL import Image
 
 from partners.models import (
@@ -392,21 +390,6 @@ def test_rotating_the_secret_shows_the_new_one_once_and_the_old_one_dies(as_role
 
 
 # Staff review --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def staff_client(db):
-    from django.test import Client
-
-    client = Client()
-    staff = UserFactory(is_staff=True, is_superuser=True)
-    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
-    client.force_login(staff, backend=BACKEND)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    client.staff = staff
-    return client
 
 
 def token_response(client, app, secret):

@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from freezegun import freeze_time
 
 from partners.agreements import services as agreements
@@ -26,19 +24,6 @@ from wallet.models import LedgerAccount, LedgerEntry
 pytestmark = pytest.mark.django_db
 
 SINCE = datetime(2026, 9, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def staff_client(client):
-    """A superuser whose session passed two-factor, as the admin requires."""
-    staff = UserFactory(is_staff=True, is_superuser=True)
-    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
-    client.force_login(staff)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    client.staff = staff
-    return client
 
 
 @pytest.fixture

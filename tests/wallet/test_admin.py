@@ -5,29 +5,13 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import AuditEvent
-from tests.factories import UserFactory
 from tests.wallet.conftest import balance, fund
 from wallet import services
 from wallet.models import LedgerAccount, LedgerEntry, RedemptionCode
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(client):
-    """A superuser whose session passed two-factor, as the admin requires."""
-    staff = UserFactory(is_staff=True, is_superuser=True)
-    device = TOTPDevice.objects.create(user=staff, name="app", confirmed=True)
-    client.force_login(staff)
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    client.staff = staff
-    return client
 
 
 def test_staff_credit_action_asks_amount_and_reason_and_audits(staff_client, user):
