@@ -17,7 +17,6 @@ from partners.oauth import keys
 from partners.oauth.services import oauth_expired_prune
 from partners.oauth.tokens import access_token_issue, client_credentials_claims
 from tests.factories import PartnerFactory, UserFactory
-from tests.partners.test_oauth_admin import staff_client  # noqa: F401 (a fixture)
 from tests.partners.test_settlement_api import SECRET, server_app, token_for
 
 STATEMENTS = "/api/settlement/statements/"
@@ -189,7 +188,7 @@ def test_a_key_rotation_leaves_it_valid(client, app):
     assert client_credentials_claims(token_for(client, app))["iss"]
 
 
-def test_staff_see_revocations_in_the_admin(app, staff_client):  # noqa: F811
+def test_staff_see_revocations_in_the_admin(app, staff_client):
     token = token_for(Client(), app)
     assert revoke(app, token).status_code == 200
     admin = staff_client
@@ -259,7 +258,7 @@ def test_a_token_of_a_deleted_app_does_not_open_a_new_app_with_its_client_id(cli
         assert introspect(Application.objects.get(client_id=client_id), token) == {"active": False}
 
 
-def test_staff_revoke_all_of_an_apps_tokens_from_the_admin(app, partner, staff_client):  # noqa: F811
+def test_staff_revoke_all_of_an_apps_tokens_from_the_admin(app, partner, staff_client):
     server = Client()
     token = token_for(server, app)
     other_app = server_app(partner, name="Second server")
