@@ -12,17 +12,18 @@ Like grants, it only ever says yes. Anything else goes to Django unchanged, the 
 handed on as it came, before anything was written: another path or method, a query string,
 a body that is not a small UTF-8 form or is over Django's DATA_UPLOAD_MAX_* limits, a host
 Django would refuse, plain HTTP where Django redirects to HTTPS, a parameter Django's view
-would call too long or malformed, a repeated parameter, and every request grants.token_answer does not answer (failed or rate-limited
-client authentication, unusual parameters, unlive refresh tokens ...). So every error
-answer, rate-limit count and audit row stays where it was.
+would call too long or malformed, a repeated parameter, a body the client stopped sending,
+and every request grants.token_answer does not answer (failed or rate-limited client
+authentication, unusual parameters, unlive refresh tokens ...). So every error answer,
+rate-limit count and audit row stays where it was.
 
 What Django would have done around a success is done here too: ALLOWED_HOSTS, the HTTPS
 redirect, the headers of the security and clickjacking middleware (the OAuth endpoints'
 chain, OAUTH_ENDPOINT_MIDDLEWARE; the lane stands aside if that chain is changed or no
-longer serves the token endpoint), the
-request_started and request_finished signals that manage database connections, and an
-unexpected exception answered by Django's own 500 handling with its logging. The tests in
-tests/partners/test_oauth_lane.py hold the lane's answers against Django's.
+longer serves the token endpoint), the request_started and request_finished signals that
+manage database connections, and an unexpected exception answered by Django's own 500
+handling with its logging. The tests in tests/partners/test_oauth_lane.py hold the lane's
+answers against Django's.
 
 Only WSGI servers go through it (gunicorn, runserver); ASGI and the test client go to Django,
 whose token view gives the same answer.
@@ -50,7 +51,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import get_script_prefix, reverse
 
 from partners.oauth import grants
-from partners.oauth.views import SECRET_TOKEN_PARAMETERS, oversized_among
+from partners.oauth.views import FORM_CONTENT_TYPE, SECRET_TOKEN_PARAMETERS, oversized_among
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -64,7 +65,6 @@ MIRRORED_MIDDLEWARE = (
 )
 # A token request is a few hundred bytes; anything much larger is for Django to judge.
 MAX_BODY = 16 * 1024
-_FORM = "application/x-www-form-urlencoded"
 
 
 class _Settings:
@@ -318,7 +318,7 @@ def _form(environ: Environ, body: bytes, current: _Settings) -> dict[str, str] |
     parse_qsl, blank values kept); None for a body Django should judge: not a UTF-8 form, a
     repeated parameter, or one that the token view calls too long or malformed."""
     content_type, _, options = environ.get("CONTENT_TYPE", "").partition(";")
-    if content_type.strip().lower() != _FORM:
+    if content_type.strip().lower() != FORM_CONTENT_TYPE:
         return None
     if options and options.strip().lower().replace(" ", "") != "charset=utf-8":
         return None

@@ -337,9 +337,9 @@ def refresh_token_rotate(
     """Rotate ``previous`` (a live refresh token, read with its access token): revoke it and
     delete its access token, store the new ID token (if any), access token and refresh token
     (unsaved rows from token_row, whose links to one another are made here) and note in the
-    consent that the app was just used. All or nothing; False, with nothing written, when another request
-    revoked ``previous`` first: of two concurrent rotations of one token exactly one gets
-    True."""
+    consent that the app was just used. All or nothing; False, with nothing written, when
+    another request revoked ``previous`` first: of two concurrent rotations of one token
+    exactly one gets True."""
     user = previous.user
     target = connections[router.db_for_write(get_refresh_token_model())]
     if target.vendor != "postgresql":

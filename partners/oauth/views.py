@@ -488,8 +488,9 @@ SECRET_TOKEN_PARAMETERS = (
 )
 
 
-# Bodies Django parses into request.POST; RFC 6749 names the first.
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# The token endpoint's body (RFC 6749 §3.2), and the bodies Django parses into request.POST.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_FORM_TYPES = frozenset({FORM_CONTENT_TYPE, "multipart/form-data"})
 
 
 class TokenView(dot_views.TokenView):
@@ -513,7 +514,7 @@ class TokenView(dot_views.TokenView):
             # oauthlib would find no grant_type in a JSON body and call it unsupported.
             return oauth_json_error(
                 "invalid_request",
-                "The token endpoint takes its parameters as application/x-www-form-urlencoded "
+                f"The token endpoint takes its parameters as {FORM_CONTENT_TYPE} "
                 "(RFC 6749 section 3.2).",
             )
         if grant_type and grant_type not in {

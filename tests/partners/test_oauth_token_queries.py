@@ -24,6 +24,7 @@ from partners.models import ApplicationReview, Partner
 from partners.oauth.services import token_checksum
 from partners.oauth.tokens import client_credentials_claims
 from tests.factories import UserFactory
+from tests.test_db_backend import prepared_statements
 
 pytestmark = pytest.mark.django_db
 
@@ -171,9 +172,7 @@ def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, setti
         )
         # Both are prepared on the server (config.db.postgresql): after the first grant only
         # their parameters travel.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement FROM pg_prepared_statements")
-            prepared = [row[0] for row in cursor.fetchall()]
+        prepared = prepared_statements(connection)
         assert any(text.startswith("WITH revoked AS (UPDATE") for text in prepared), prepared
         assert any(
             text.startswith("SELECT") and "partners_clientauthfailures" in text and "$4" in text
