@@ -4,12 +4,23 @@ every request, and a connection the database dropped is replaced."""
 import contextlib
 import os
 import time
+from datetime import UTC, datetime
 
 import pytest
-from django.db import NotSupportedError, OperationalError, ProgrammingError, connection, connections
+from django.db import (
+    DataError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    connections,
+)
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.test import override_settings
 from django.utils import timezone
+from psycopg.pq import Format
 
-from config.db.postgresql.base import DatabaseWrapper
+from config.db.postgresql.base import TIMESTAMPTZ_OID, DatabaseWrapper, TzLoader
 
 pytestmark = pytest.mark.django_db
 
@@ -243,3 +254,69 @@ def test_a_failed_statement_is_logged_as_django_logs_it():
                 cursor.execute("SELECT %s, %s", [1])
             with pytest.raises(ProgrammingError), connection.cursor() as cursor:
                 cursor.execute("SELECT %s, %s", [1])
+
+
+TIMESTAMPS = (
+    "2026-12-03 11:22:33.456789+05:30",
+    "2026-12-03 11:22:33-08",
+    "2026-03-29 01:30:00+00",
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+)
+
+
+def read_timestamps(
+    conn, *, djangos_loader: bool = False, binding: bool = False, stamps=TIMESTAMPS
+) -> list:
+    """``stamps`` read on ``conn``, by our loader or by the one Django registers."""
+    literals = ", ".join(f"'{stamp}'::timestamptz" for stamp in stamps)
+    opened = conn.server_binding_cursor() if binding else conn.cursor()
+    with opened as cursor:
+        if djangos_loader:
+            register_tzloader(conn.timezone, cursor.cursor)
+        cursor.execute(f"SELECT {literals}")
+        return list(cursor.fetchone())
+
+
+def test_timestamps_are_parsed_by_psycopg_and_read_as_djangos_loader_reads_them():
+    """Django's timestamptz loader parses in Python; ours hands the text to psycopg's
+    compiled loader and then does what Django's does (its time zone on the value): the
+    same values, with the same tzinfo, on Django's cursors and the server-binding one."""
+    loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    assert issubclass(loader, TzLoader) and loader.timezone is connection.timezone
+    assert type(loader(TIMESTAMPTZ_OID, connection.connection)._parse.__self__).__module__ == (
+        "psycopg_binary._psycopg"
+    )
+    djangos = read_timestamps(connection, djangos_loader=True)
+    assert djangos[0] == datetime(2026, 12, 3, 5, 52, 33, 456789, tzinfo=UTC)
+    for binding in (False, True):
+        ours = read_timestamps(connection, binding=binding)
+        assert ours == djangos
+        assert all(value.tzinfo is UTC for value in ours)
+
+
+def test_timestamps_out_of_pythons_range_fail_as_with_djangos_loader():
+    for literal in ("infinity", "10000-01-01 00:00:00+00", "0044-03-15 00:00:00+00 BC"):
+        for djangos_loader in (False, True):
+            with connection.cursor() as cursor:
+                if djangos_loader:
+                    register_tzloader(connection.timezone, cursor.cursor)
+                cursor.execute(f"SELECT '{literal}'::timestamptz")
+                with pytest.raises(DataError):
+                    cursor.fetchone()
+
+
+def test_without_time_zone_support_timestamps_are_naive_in_the_connections_time_zone():
+    """USE_TZ off: Django sets the session's time zone to TIME_ZONE and reads naive
+    values; so does our loader."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Shanghai"):
+        conn = new_connection()
+        try:
+            # The last one is past year 9999 in Shanghai: no loader reads it.
+            ours = read_timestamps(conn, stamps=TIMESTAMPS[:-1])
+            loader = conn.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+            assert issubclass(loader, TzLoader) and loader.timezone is None
+            assert ours == read_timestamps(conn, djangos_loader=True, stamps=TIMESTAMPS[:-1])
+            assert ours[0] == datetime(2026, 12, 3, 13, 52, 33, 456789)
+        finally:
+            conn.close()
