@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from django.db import (
     DataError,
@@ -20,7 +21,7 @@ from django.test import override_settings
 from django.utils import timezone
 from psycopg.pq import Format
 
-from config.db.postgresql.base import TIMESTAMPTZ_OID, DatabaseWrapper, TzLoader
+from config.db.postgresql.base import PSYCOPG_TZ_LOADER, TIMESTAMPTZ_OID, DatabaseWrapper, TzLoader
 
 pytestmark = pytest.mark.django_db
 
@@ -284,9 +285,11 @@ def test_timestamps_are_parsed_by_psycopg_and_read_as_djangos_loader_reads_them(
     same values, with the same tzinfo, on Django's cursors and the server-binding one."""
     loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
     assert issubclass(loader, TzLoader) and loader.timezone is connection.timezone
-    assert type(loader(TIMESTAMPTZ_OID, connection.connection)._parse.__self__).__module__ == (
-        "psycopg_binary._psycopg"
-    )
+    parser = type(loader(TIMESTAMPTZ_OID, connection.connection)._parse.__self__)
+    assert parser is PSYCOPG_TZ_LOADER
+    # psycopg's compiled loader, unless psycopg runs its pure-Python implementation.
+    python_loader = psycopg.types.datetime.TimestamptzLoader
+    assert (parser is python_loader) == (psycopg.pq.__impl__ == "python")
     djangos = read_timestamps(connection, djangos_loader=True)
     assert djangos[0] == datetime(2026, 12, 3, 5, 52, 33, 456789, tzinfo=UTC)
     for binding in (False, True):

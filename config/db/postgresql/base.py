@@ -39,7 +39,6 @@ from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db.backends.postgresql import base, operations
 from django.db.backends.postgresql.psycopg_any import get_adapters_template, register_tzloader
@@ -50,6 +49,7 @@ from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg.errors import FeatureNotSupported
 from psycopg.pq import Format
+from psycopg.types import datetime as datetime_types
 
 DEFAULT_GRACE_SECONDS = 1.0
 # psycopg prepares a statement once it has run this many times on a connection: at once.
@@ -57,10 +57,21 @@ DEFAULT_PREPARE_THRESHOLD = 0
 
 
 TIMESTAMPTZ_OID: int = base.TIMESTAMPTZ_OID  # type: ignore[attr-defined]
-# psycopg's own timestamptz loader: the compiled one with psycopg's binary implementation.
-_psycopg_tz_loader = psycopg.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
-assert _psycopg_tz_loader is not None  # psycopg has a loader for every built-in type
-PSYCOPG_TZ_LOADER: type[abc.Loader] = _psycopg_tz_loader
+
+
+def _psycopg_tz_loader() -> type[abc.Loader]:
+    """psycopg's own timestamptz loader: its compiled one when psycopg's C implementation is
+    in use (an adapters map puts it in place of the Python class), else the Python one. Not
+    taken from psycopg's global map, where other code may have registered a loader of its
+    own (Django's loader replaces any such one too)."""
+    adapters = AdaptersMap()
+    adapters.register_loader(TIMESTAMPTZ_OID, datetime_types.TimestamptzLoader)
+    loader = adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    assert loader is not None
+    return loader
+
+
+PSYCOPG_TZ_LOADER = _psycopg_tz_loader()
 
 
 class TzLoader(Loader):
