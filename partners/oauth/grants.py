@@ -222,7 +222,11 @@ def _client_authenticated(
         if ratelimit.failures_block(read.failures):
             return None
         application, refresh_token = read.application, read.refresh_token
-    if application is None or application.client_id != client_id or not application.is_usable(None):
+    if application is None or application.client_id != client_id:
+        return None
+    # A remembered app was usable when it was remembered, from the same joined rows it still
+    # holds; a change to it, its partner or its review in this process forgets it.
+    if remembered is None and not application.is_usable(None):
         return None
     if public:
         if application.client_type != Application.CLIENT_PUBLIC:
