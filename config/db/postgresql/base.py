@@ -26,12 +26,13 @@ the database settings wins (None turns preparation off; DATABASE_PREPARED_STATEM
 docs/configuration.md). With Django's ``server_side_binding`` option on as well, every
 statement would be prepared.
 
-Timestamps are parsed by psycopg's compiled loader when psycopg's binary implementation is
-installed. Django registers a loader of its own that puts its time zone on each value read,
-and it derives that loader from psycopg's pure-Python one, which parses the text with a
-regular expression: in a refresh grant, which reads five timestamps, that was 5 % of the
-grant's instructions outside the RSA signatures. Here the compiled loader parses and the
-value gets Django's time zone as before, so every value read is the one Django's loader gives.
+Timestamps are parsed by psycopg's compiled loader when psycopg runs its C implementation
+(psycopg-binary, as installed). Django registers a loader of its own that puts its time zone
+on each value read, and it derives that loader from psycopg's pure-Python one, which parses
+the text with a regular expression: in a refresh grant, which reads five timestamps, that was
+5 % of the grant's instructions outside the RSA signatures. Here the compiled loader parses
+and the value gets Django's time zone as before, so every value read is the one Django's
+loader gives.
 """
 
 import time
