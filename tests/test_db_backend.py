@@ -323,3 +323,27 @@ def test_without_time_zone_support_timestamps_are_naive_in_the_connections_time_
             assert ours[0] == datetime(2026, 12, 3, 13, 52, 33, 456789)
         finally:
             conn.close()
+
+
+def test_statements_that_fail_outside_a_transaction_leave_nothing_prepared_behind():
+    """psycopg prepares a statement before its first execution and forgets it when that
+    execution fails, but PostgreSQL keeps it: outside a transaction no ROLLBACK would clear
+    it, and each failure would leave one more behind for the connection's life."""
+    conn = new_connection()
+    try:
+        with conn.server_binding_cursor() as cursor:
+            cursor.execute("SELECT %s::int + 1", [1])
+        before = prepared_statements(conn)
+        for _ in range(3):
+            with pytest.raises(DataError), conn.server_binding_cursor() as cursor:
+                cursor.execute("SELECT 1 / %s::int", [0])
+        # The statements prepared before still answer (prepared again where needed).
+        with conn.server_binding_cursor() as cursor:
+            cursor.execute("SELECT %s::int + 1", [2])
+            assert cursor.fetchone() == (3,)
+        with conn.server_binding_cursor() as cursor:
+            cursor.execute("SELECT 1 / %s::int", [1])
+            assert cursor.fetchone() == (1,)
+        assert prepared_statements(conn) == sorted([*before, "SELECT 1 / $1::int"])
+    finally:
+        conn.close()

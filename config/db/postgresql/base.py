@@ -35,6 +35,7 @@ and the value gets Django's time zone as before, so every value read is the one 
 loader gives.
 """
 
+import contextlib
 import time
 from datetime import datetime, tzinfo
 from functools import lru_cache
@@ -49,7 +50,7 @@ from psycopg import abc
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg.errors import FeatureNotSupported
-from psycopg.pq import Format
+from psycopg.pq import Format, TransactionStatus
 from psycopg.types import datetime as datetime_types
 
 DEFAULT_GRACE_SECONDS = 1.0
@@ -114,6 +115,15 @@ class PreparingCursor(base.ServerBindingCursor):  # type: ignore[name-defined]
             # it (a ROLLBACK does): every later request on this connection would fail alike.
             # Closed, the connection is replaced when the request ends.
             self.connection.close()
+            raise
+        except PsycopgError:
+            # psycopg prepares a statement before its first execution and forgets it when
+            # that execution fails; PostgreSQL keeps it. In a transaction the ROLLBACK to come
+            # deallocates everything; outside one, each such failure would leave a statement
+            # behind for the connection's life. psycopg clears its own cache on seeing this.
+            if self.connection.info.transaction_status == TransactionStatus.IDLE:
+                with contextlib.suppress(PsycopgError):
+                    self.connection.execute("DEALLOCATE ALL", prepare=False)
             raise
 
 
