@@ -314,7 +314,8 @@ OAUTH_FAST_TOKEN_GRANTS = env.bool("OAUTH_FAST_TOKEN_GRANTS", default=True)
 # `manage.py seed_demo` creates accounts with published passwords (a staff superuser among
 # them): only the quick start's and the tests' settings allow it.
 DEMO_DATA_ALLOWED = False
-# How long each process remembers a client that just authenticated for client credentials
+# How long each process remembers a confidential client that just authenticated at the
+# token endpoint for client credentials or a refresh
 # (partners/oauth/clientcache.py): the longest another process's change to the app, its
 # partner or its lockout takes to reach it. 0 reads the database on every grant.
 OAUTH_CLIENT_CACHE_SECONDS = env.float("OAUTH_CLIENT_CACHE_SECONDS", default=1.0)

@@ -1,13 +1,15 @@
-"""Partner servers that just authenticated, remembered by each process for a moment
-(``OAUTH_CLIENT_CACHE_SECONDS``, 1 s by default; 0 turns it off).
+"""Confidential clients that just authenticated at the token endpoint, remembered by each
+process for a moment (``OAUTH_CLIENT_CACHE_SECONDS``, 1 s by default; 0 turns it off).
 
-A partner's server asks for client credentials tokens over and over, from the same address
-with the same secret. Now that those tokens are not stored, reading the app, its partner,
-its review and the address's failure count was the grant's only trip to the database, and
-about a third of its CPU (bench/README.md). So the fast path (partners.oauth.grants)
-remembers an app after a client authentication that succeeded and was not rate limited,
-keyed by client_id and the client's failure key (client_id and address), and for the next
-second authenticates that pair against the remembered app:
+A partner's server asks for client credentials tokens over and over, and a web app's server
+refreshes its users' tokens over and over, each from the same address with the same secret.
+Now that client credentials tokens are not stored, reading the app, its partner, its review
+and the address's failure count was that grant's only trip to the database, and about a
+third of its CPU; in a refresh grant it was 13 % of the instructions outside the RSA
+signatures (bench/README.md). So the fast path (partners.oauth.grants) remembers an app after
+a client authentication that succeeded and was not rate limited, keyed by client_id and the
+client's failure key (client_id and address), and for the next second authenticates that
+pair against the remembered app (a refresh grant still reads its refresh token):
 
 - the presented secret is still checked against the remembered hash on every request, and
   a wrong one is left to DOT's path, which reads the database and counts the failure;

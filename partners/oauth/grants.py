@@ -48,7 +48,11 @@ from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 from accounts.oidc import user_claims
 from partners.models import Application
 from partners.oauth import clientcache, hashers, keys, ratelimit
-from partners.oauth.selectors import client_authentication_read, refresh_token_unexpired
+from partners.oauth.selectors import (
+    client_authentication_read,
+    refresh_token_live,
+    refresh_token_unexpired,
+)
 from partners.oauth.services import refresh_token_rotate, token_checksum, token_row
 from partners.oauth.tokens import access_token_issue, issuer, refresh_token_generate
 
@@ -188,7 +192,8 @@ def _client_authenticated(
     """The confidential app whose secret the request presents, or with ``public`` the public
     app it names, if it is usable and not rate limited; None otherwise (DOT's path then
     counts the failure and answers). With a refresh token's checksum, the live refresh token
-    with that checksum (or None) is read in the same query and returned beside the app."""
+    with that checksum (or None) is returned beside the app, read in the same query, or on
+    its own once a remembered app has authenticated."""
     if public:
         client_id, secret = params["client_id"], ""
     elif authorization is not None:
@@ -204,12 +209,10 @@ def _client_authenticated(
     if not client_id or not (secret or public) or "\x00" in client_id:
         return None
     failure_key = ratelimit.failure_key(client_id=client_id, ip=remote_addr)
-    # A confidential client asking for client credentials again within the interval: the app
-    # it authenticated as a moment ago (see clientcache), its secret checked again below.
+    # A confidential client asking for tokens again within the interval: the app it
+    # authenticated as a moment ago (see clientcache), its secret checked again below.
     remembered = (
-        clientcache.recall(client_id=client_id, failure_key=failure_key)
-        if refresh_checksum is None and not public
-        else None
+        None if public else clientcache.recall(client_id=client_id, failure_key=failure_key)
     )
     application: Application | None
     read_in = clientcache.generation()
@@ -235,10 +238,12 @@ def _client_authenticated(
         secret, application.client_secret
     ):
         return None
-    if remembered is None and refresh_checksum is None and not public:
+    if remembered is None and not public:
         clientcache.remember(
             client_id=client_id, failure_key=failure_key, application=application, read_in=read_in
         )
+    elif remembered is not None and refresh_checksum is not None:
+        refresh_token = refresh_token_live(checksum=refresh_checksum, lean=True)
     return application, refresh_token
 
 

@@ -218,8 +218,8 @@ def _live_refresh_condition() -> str:
 
 
 @functools.cache
-def _live_refresh_token_sql() -> tuple[str, tuple[_Columns, ...]]:
-    parts, columns, joins = _live_refresh_token_parts()
+def _live_refresh_token_sql(*, lean: bool) -> tuple[str, tuple[_Columns, ...]]:
+    parts, columns, joins = _live_refresh_token_parts(lean=lean)
     table = connection.ops.quote_name(get_refresh_token_model()._meta.db_table)
     # Only quoted table and column names from the models go into the text; the checksum is a
     # query parameter.
@@ -253,14 +253,15 @@ def _refresh_token(row: Sequence[Any], parts: Sequence[_Columns]) -> Any:
     return token
 
 
-def refresh_token_live(*, checksum: str) -> Any:
+def refresh_token_live(*, checksum: str, lean: bool = False) -> Any:
     """The unrevoked refresh token with this checksum, or None, in one query: with its access
     token and its person loaded as select_related would leave them, and as
     ``tokenpass_auth_time``, ``tokenpass_sid`` and ``tokenpass_authorization_details`` the
     sign-in time, session id and granted authorization details of the authorization code its
     family came from (None if there is none). The statement is written once per process; the ORM's
-    select_related query compiled three tables' columns on every refresh."""
-    sql, parts = _live_refresh_token_sql()
+    select_related query compiled three tables' columns on every refresh. ``lean``: of the
+    access token and the person, what the token endpoint's fast path reads (_LEAN_FIELDS)."""
+    sql, parts = _live_refresh_token_sql(lean=lean)
     with binding_cursor(connection) as cursor:
         cursor.execute(sql, [checksum])
         row = cursor.fetchone()

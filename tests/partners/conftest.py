@@ -6,12 +6,16 @@ import hashlib
 import re
 import secrets
 import shutil
+import uuid
+from datetime import timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
 from django.test import Client
+from django.utils import timezone
+from oauth2_provider.models import get_access_token_model, get_refresh_token_model
 
 from partners.models import Application
 from partners.oauth import keys
@@ -78,6 +82,25 @@ def make_app(db, partner):
         return app, secret
 
     return make
+
+
+@pytest.fixture
+def chain(make_app):
+    """A web app and a live refresh token of a person's sign-in, as the code grant leaves it."""
+    app, secret = make_app("Web", allowed_scopes="openid profile")
+    user = UserFactory()
+    access = get_access_token_model().objects.create(
+        user=user,
+        application=app,
+        token=secrets.token_urlsafe(32),
+        scope="openid profile",
+        expires=timezone.now() + timedelta(hours=1),
+    )
+    raw = secrets.token_urlsafe(32)
+    get_refresh_token_model().objects.create(
+        user=user, application=app, token=raw, access_token=access, token_family=uuid.uuid4()
+    )
+    return app, secret, user, raw
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ partners and apps awaiting review get no tokens; the app_authorized signal still
 
 import base64
 import secrets
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -23,7 +22,6 @@ from accounts.models import AuditEvent
 from partners.models import ApplicationReview, Partner
 from partners.oauth.services import token_checksum
 from partners.oauth.tokens import client_credentials_claims
-from tests.factories import UserFactory
 from tests.test_db_backend import prepared_statements
 
 pytestmark = pytest.mark.django_db
@@ -64,25 +62,6 @@ def refresh(app, secret, refresh_token):
 @pytest.fixture
 def cc_app(make_app):
     return make_app("Server", allowed_scopes="settlement:read")
-
-
-@pytest.fixture
-def chain(make_app):
-    """A web app and a live refresh token of a person's sign-in, as the code grant leaves it."""
-    app, secret = make_app("Web", allowed_scopes="openid profile")
-    user = UserFactory()
-    access = AccessToken.objects.create(
-        user=user,
-        application=app,
-        token=secrets.token_urlsafe(32),
-        scope="openid profile",
-        expires=timezone.now() + timedelta(hours=1),
-    )
-    raw = secrets.token_urlsafe(32)
-    RefreshToken.objects.create(
-        user=user, application=app, token=raw, access_token=access, token_family=uuid.uuid4()
-    )
-    return app, secret, user, raw
 
 
 def test_client_credentials_grant_reads_the_app_once_and_writes_nothing(cc_app, settings):
@@ -153,6 +132,7 @@ def test_app_authorized_still_carries_the_issued_token_to_receivers(cc_app):
 @pytest.mark.parametrize("fast_path", [False, True], ids=["DOT's path", "fast path"])
 def test_refresh_grant_rotates_in_one_transaction_with_its_id_token(chain, settings, fast_path):
     settings.OAUTH_FAST_TOKEN_GRANTS = fast_path
+    settings.OAUTH_CLIENT_CACHE_SECONDS = 0  # no memory of the client: see test_oauth_client_cache
     app, secret, user, raw = chain
     first = refresh(app, secret, raw)
     assert first.status_code == 200, first.content
