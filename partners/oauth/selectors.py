@@ -42,6 +42,10 @@ class _Columns:
     alias: str
     fields: tuple[Field, ...]
     converters: tuple[tuple[int, tuple[Callable[..., Any], ...], Any], ...]
+    # The primary key's place in the slice, and the attribute names for from_db (a set: it
+    # tests each of the model's fields for membership when some are deferred).
+    pk_index: int
+    attnames: frozenset[str]
 
     @classmethod
     def of(cls, model: type[Model], alias: str, only: frozenset[str] | None = None) -> "_Columns":
@@ -59,7 +63,14 @@ class _Columns:
             found = connection.ops.get_db_converters(column) + own
             if found:
                 converters.append((index, tuple(found), column))
-        return cls(model, alias, fields, tuple(converters))
+        return cls(
+            model,
+            alias,
+            fields,
+            tuple(converters),
+            fields.index(model._meta.pk),
+            frozenset(field.attname for field in fields),
+        )
 
     def select_list(self) -> str:
         quote = connection.ops.quote_name
@@ -67,15 +78,13 @@ class _Columns:
 
     def instance(self, values: Sequence[Any]) -> Any:
         """The instance, or None for the NULL side of an outer join."""
-        if values[self.fields.index(self.model._meta.pk)] is None:
+        if values[self.pk_index] is None:
             return None
         converted = list(values)
         for index, functions, column in self.converters:
             for function in functions:
                 converted[index] = function(converted[index], column, connection)
-        return self.model.from_db(
-            connection.alias, [field.attname for field in self.fields], converted
-        )
+        return self.model.from_db(connection.alias, self.attnames, converted)
 
 
 # What the token endpoint's fast path (partners.oauth.grants) reads of the rows it joins to
