@@ -32,7 +32,7 @@ whose token view gives the same answer.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -43,7 +43,8 @@ from django.core.handlers.base import reset_urlconf
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.core.signals import setting_changed
-from django.db import close_old_connections, reset_queries
+from django.db import close_old_connections, connections, reset_queries
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.middleware.clickjacking import XFrameOptionsMiddleware
@@ -193,7 +194,7 @@ class TokenLane:
         params = _form(environ, body, current)
         if params is None:
             return self.django(environ, start_response)
-        _request_started(environ)
+        opened = _request_started(environ)
         try:
             answer = grants.token_answer(
                 params=params,
@@ -203,7 +204,7 @@ class TokenLane:
             )
         except Exception as exc:
             return self._server_error(environ, start_response, exc, secure=secure)
-        _request_finished()
+        _request_finished(opened)
         if answer is None:
             environ["wsgi.input"].seek(0)
             return self.django(environ, start_response)
@@ -255,29 +256,51 @@ _DJANGO_RECEIVERS = frozenset(
 
 
 def _django_receivers_only(signal: Any) -> bool:
-    return all(key[0] in _DJANGO_RECEIVERS for key, *_rest in signal.receivers)
+    # Each entry is ((receiver's id, sender's id), receiver, is_async).
+    return all(entry[0][0] in _DJANGO_RECEIVERS for entry in signal.receivers)
 
 
-def _request_started(environ: Environ) -> None:
+def _request_started(environ: Environ) -> Sequence[BaseDatabaseWrapper] | None:
     """What request_started does around a request Django handles. While only Django's own
     receivers listen, their work is done directly: the signal's dispatch cost more than the
     rest of the lane (bench/README.md). What remains of it is closing a database connection
     that is broken or past CONN_MAX_AGE (and marking it for a health check); the lane changes
-    no urlconf and uses no cache, and queries are only logged (reset_queries) under DEBUG."""
-    if _django_receivers_only(signals.request_started):
-        close_old_connections()
-        if _current().debug:
-            reset_queries()
-    else:
+    no urlconf and uses no cache, and queries are only logged (reset_queries) under DEBUG.
+    Returns the connections it looked at, for _request_finished, or None."""
+    if not _django_receivers_only(signals.request_started):
         signals.request_started.send(sender=TokenLane, environ=environ)
+        return None
+    opened = _close_old_connections()
+    if _current().debug:
+        reset_queries()
+    return opened
 
 
-def _request_finished() -> None:
-    """request_finished's part, as _request_started does request_started's."""
-    if _django_receivers_only(signals.request_finished):
-        close_old_connections()
-    else:
+def _request_finished(opened: Sequence[BaseDatabaseWrapper] | None) -> None:
+    """request_finished's part, as _request_started does request_started's. ``opened``: the
+    connections the request started with. Where the thread had every database's connection
+    then, the request cannot have opened another, and they are not listed again: the
+    listing's thread-local lookups were 6 % of a client credentials grant's instructions
+    outside RSA (bench/README.md)."""
+    if not _django_receivers_only(signals.request_finished):
         signals.request_finished.send(sender=TokenLane)
+        return
+    if opened is not None and len(opened) == len(connections.settings):
+        _close_old_connections(opened)
+    else:
+        _close_old_connections()
+
+
+def _close_old_connections(
+    opened: Sequence[BaseDatabaseWrapper] | None = None,
+) -> Sequence[BaseDatabaseWrapper]:
+    """django.db.close_old_connections, on ``opened`` or else on every connection this thread
+    has open; returns the connections it looked at."""
+    if opened is None:
+        opened = connections.all(initialized_only=True)
+    for connection in opened:
+        connection.close_if_unusable_or_obsolete()
+    return opened
 
 
 def _secure(environ: Environ, current: _Settings) -> bool | None:

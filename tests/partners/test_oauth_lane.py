@@ -197,10 +197,64 @@ def test_a_lane_answer_closes_old_database_connections(server, monkeypatch):
     monkeypatch.setattr(signals.request_started, "send", lambda **kwargs: sent.append(kwargs))
     monkeypatch.setattr(signals.request_finished, "send", lambda **kwargs: sent.append(kwargs))
     # The test client's stand-in for close_old_connections (see connections_kept).
-    monkeypatch.setattr(wsgi_client, "_kept", lambda: closed.append(1))
+    monkeypatch.setattr(wsgi_client, "_kept", lambda opened=None: closed.append(opened) or [])
     assert lane.send(lane.environ("/o/token/", GRANT_BODY, headers=headers)).status_code == 200
     assert lane.django_bodies == []
-    assert closed == [1, 1] and sent == []
+    # Before and after; at the end the connections found at the start, unless they were not
+    # every database's (none here, as the stand-in found none).
+    assert closed == [None, None] and sent == []
+
+
+class _Connections:
+    """Stands in for django.db.connections: ``open`` are the connections this thread has,
+    ``aliases`` the databases configured."""
+
+    def __init__(self, aliases: list[str], open_: list) -> None:
+        self.settings = {alias: {} for alias in aliases}
+        self.open = open_
+        self.listed = 0
+
+    def all(self, initialized_only: bool = False) -> list:
+        assert initialized_only
+        self.listed += 1
+        return list(self.open)
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        self.checked += 1
+
+
+def test_the_lane_checks_connections_before_and_after_listing_them_once(monkeypatch):
+    from partners.oauth import lane
+
+    default = _Connection()
+    fake = _Connections(["default"], [default])
+    monkeypatch.setattr(lane, "connections", fake)
+    opened = lane._request_started({})
+    lane._request_finished(opened)
+    # Every database's connection was open at the start: the same ones are checked at the
+    # end, without listing them again.
+    assert default.checked == 2 and fake.listed == 1
+
+    # A connection opened during the request (none was at the start) is checked at its end.
+    fake.open = []
+    opened = lane._request_started({})
+    fake.open = [default]
+    lane._request_finished(opened)
+    assert default.checked == 3 and fake.listed == 3
+
+    # With two databases and one open at the start, the end lists them again.
+    other = _Connection()
+    fake = _Connections(["default", "other"], [default])
+    monkeypatch.setattr(lane, "connections", fake)
+    opened = lane._request_started({})
+    fake.open = [default, other]
+    lane._request_finished(opened)
+    assert (default.checked, other.checked, fake.listed) == (5, 1, 2)
 
 
 def test_a_lane_answer_sends_the_request_signals_to_other_receivers(server):

@@ -15,6 +15,7 @@ from django.http import HttpResponse
 
 from partners.oauth import lane
 from partners.oauth.lane import TokenLane
+from partners.oauth.lane import _close_old_connections as close_old_lane_connections
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -26,17 +27,17 @@ def connections_kept() -> Iterator[None]:
     lane, which calls close_old_connections itself while only Django listens)."""
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
-    lane.close_old_connections = _kept
+    lane._close_old_connections = _kept
     try:
         yield
     finally:
-        lane.close_old_connections = close_old_connections
+        lane._close_old_connections = close_old_lane_connections
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
 
 
-def _kept(**kwargs: Any) -> None:
-    return None
+def _kept(opened: Any = None) -> list:
+    return []
 
 
 class LaneClient:
