@@ -171,7 +171,10 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
     client_id, colon, secret = decoded.partition(":")
     if not colon:
         return None
-    return unquote_plus(client_id), unquote_plus(secret)
+    # Generated ids and secrets have nothing escaped: unquote_plus would return them as is.
+    if "%" in decoded or "+" in decoded:
+        return unquote_plus(client_id), unquote_plus(secret)
+    return client_id, secret
 
 
 def _public_client_presented(authorization: str | None, params: dict[str, str]) -> bool:

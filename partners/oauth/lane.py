@@ -357,10 +357,12 @@ def _form(environ: Environ, body: bytes, current: _Settings) -> dict[str, str] |
         if not field:
             continue
         name, _, value = field.partition("=")
-        name = unquote_plus(name)
+        # Most names and values have nothing escaped: unquote_plus would return them as is.
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
         if name in params:
             return None
-        params[name] = unquote_plus(value)
+        params[name] = unquote_plus(value) if "%" in value or "+" in value else value
     if oversized_among(params.items(), authorization=environ.get("HTTP_AUTHORIZATION", "")):
         return None
     return params

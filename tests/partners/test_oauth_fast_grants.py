@@ -274,6 +274,11 @@ def server_app(make_app):
         presented = real_secret if secret is None else secret
         if auth == "basic":
             setup.headers["Authorization"] = basic(app.client_id, presented)
+        elif auth == "basic, escaped":
+            # The client form-encodes its id and secret before Basic (RFC 6749 §2.3.1); an
+            # escaped plain character reads as the character itself.
+            escaped = f"%{ord(presented[0]):02X}{presented[1:]}"
+            setup.headers["Authorization"] = basic(app.client_id, escaped)
         elif auth == "body":
             setup.form.update(client_id=app.client_id, client_secret=presented)
         if origin is not None:
@@ -290,6 +295,8 @@ CLIENT_CREDENTIALS_CASES = {
     "no scope: the defaults": ({}, True),
     "no scope, openid allowed": ({"scopes": "openid settlement:read"}, True),
     "secret in the body": ({"auth": "body", "form": {"scope": "settlement:read"}}, True),
+    "escaped secret": ({"auth": "basic, escaped"}, True),
+    "escaped wrong secret": ({"auth": "basic, escaped", "secret": "not-the-secret"}, False),
     "wrong secret": ({"secret": "not-the-secret"}, False),
     "wrong secret in the body": ({"auth": "body", "secret": "nope"}, False),
     "no client authentication": ({"auth": "none"}, False),
