@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -61,13 +62,21 @@ def recreate_database(name: str) -> None:
 
 
 def start_gunicorn(
-    app: str, *, port: int, workers: int, env: dict[str, str], python_path: Path | None = None
+    app: str,
+    *,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    python_path: Path | None = None,
+    launcher: Sequence[str] = (),
 ) -> subprocess.Popen:
     """gunicorn with the deployment's settings file (config/gunicorn.py), from the project
-    root, on 127.0.0.1:``port``."""
+    root, on 127.0.0.1:``port``; ``launcher`` runs it (valgrind, say) with this Python."""
     extra = ["--pythonpath", str(python_path)] if python_path else []
+    interpreter = [*launcher, sys.executable] if launcher else []
     return subprocess.Popen(
         [
+            *interpreter,
             str(Path(sys.executable).with_name("gunicorn")),
             "--config",
             "config/gunicorn.py",

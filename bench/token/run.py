@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
@@ -74,6 +75,9 @@ CLIENT_SECRET = "bench-client-secret-7Qm2xV9pL4"
 # Keycloak's sizing guide budgets one vCPU for every 120 client-credentials grants per second.
 KEYCLOAK_CC_PER_VCPU = 120.0
 MAX_REQUESTS_PER_CLIENT = 200_000
+# Until a started server must answer; ten times longer under a launcher (valgrind's callgrind
+# runs a worker tens of times slower).
+BOOT_TIMEOUT = 60.0
 
 # Run inside `manage.py shell` against the bench database: one partner, a confidential
 # client-credentials app, a confidential web app, and one refresh-token chain per client.
@@ -333,14 +337,25 @@ def tokenpass_env(keys_file: Path) -> dict[str, str]:
 
 
 def start_tokenpass(
-    workdir: Path, workers: int, chains: int, cc_scope: str, refresh_scope: str, token_path: str
+    workdir: Path,
+    workers: int,
+    chains: int,
+    cc_scope: str,
+    refresh_scope: str,
+    token_path: str,
+    *,
+    launcher: Sequence[str] = (),
+    env_overrides: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, Target]:
-    env = tokenpass_env(workdir / "oidc-keys.json")
+    env = {**tokenpass_env(workdir / "oidc-keys.json"), **(env_overrides or {})}
     python = sys.executable
     print(f"preparing database {DB_NAME} ...", flush=True)
     recreate_database(DB_NAME)
     quiet = {"cwd": ROOT, "env": env, "check": True, "stdout": subprocess.DEVNULL}
     subprocess.run([python, "manage.py", "migrate", "--noinput", "--skip-checks"], **quiet)  # type: ignore[call-overload]
+    if not (workdir / "oidc-keys.json").exists():
+        # Before serving, as a deployment does, rather than in the first grant.
+        subprocess.run([python, "manage.py", "oidc_rotate_keys", "--init"], **quiet)  # type: ignore[call-overload]
     seed_file = workdir / "tokenpass-seed.json"
     script = SEED_SCRIPT.format(
         chains=chains,
@@ -352,8 +367,10 @@ def start_tokenpass(
     subprocess.run([python, "manage.py", "shell", "-c", script], **quiet)  # type: ignore[call-overload]
     seed = json.loads(seed_file.read_text())
     port = free_port()
-    server = start_gunicorn("config.wsgi:application", port=port, workers=workers, env=env)
-    wait_for_http(port, "/healthz")
+    server = start_gunicorn(
+        "config.wsgi:application", port=port, workers=workers, env=env, launcher=launcher
+    )
+    wait_for_http(port, "/healthz", timeout=BOOT_TIMEOUT * (10 if launcher else 1))
     token_path = token_path or discover_token_path(
         port, ["/.well-known/openid-configuration", "/o/.well-known/openid-configuration"]
     )
@@ -378,6 +395,8 @@ def start_floor(
     refresh_scope: str,
     *,
     stateless: bool = False,
+    launcher: Sequence[str] = (),
+    env_overrides: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, Target]:
     """The bare WSGI floor (floor.py) under the same gunicorn settings as Tokenpass; with
     ``stateless``, doing for client credentials only what oidc-provider does (FLOOR_STATELESS)."""
@@ -395,15 +414,21 @@ def start_floor(
         chains=chains,
     )
     port = free_port()
-    env = dict(os.environ, FLOOR_DATABASE_URL=dsn, FLOOR_STATELESS="1" if stateless else "0")
+    env = dict(
+        os.environ,
+        FLOOR_DATABASE_URL=dsn,
+        FLOOR_STATELESS="1" if stateless else "0",
+        **(env_overrides or {}),
+    )
     server = start_gunicorn(
         "floor:application",
         port=port,
         workers=workers,
         env=env,
         python_path=Path(__file__).resolve().parent,
+        launcher=launcher,
     )
-    wait_for_http(port, "/")
+    wait_for_http(port, "/", timeout=BOOT_TIMEOUT * (10 if launcher else 1))
     return server, Target(
         name="Stateless floor" if stateless else "Python floor",
         port=port,
