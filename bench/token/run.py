@@ -214,6 +214,34 @@ def discover_token_path(port: int, candidates: list[str]) -> str:
 # -- load generator (one process per client) -------------------------------------------------
 
 
+def grant_headers(kind: str, target: Target) -> dict[str, str]:
+    """The headers of every ``kind`` grant sent to ``target``: its client's HTTP Basic
+    credentials, form-encoded first (RFC 6749 §2.3.1)."""
+    client_id = target.cc_client_id if kind == "client_credentials" else target.web_client_id
+    basic = base64.b64encode(
+        f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(target.secret)}".encode()
+    ).decode()
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Authorization": f"Basic {basic}",
+        "Accept": "application/json",
+        "Host": "127.0.0.1",
+        # As a TLS-terminating proxy in front of the server would say.
+        "X-Forwarded-Proto": "https",
+    }
+
+
+def grant_body(kind: str, target: Target, refresh_token: str) -> str:
+    """The form of one ``kind`` grant; a refresh presents ``refresh_token``."""
+    if kind == "client_credentials":
+        form = {"grant_type": "client_credentials"}
+        if target.cc_scope:
+            form["scope"] = target.cc_scope
+    else:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return urllib.parse.urlencode(form)
+
+
 def _client(
     kind: str,
     target: Target,
@@ -222,18 +250,7 @@ def _client(
     stop_at: float,
     queue: mp.Queue,
 ) -> None:
-    client_id = target.cc_client_id if kind == "client_credentials" else target.web_client_id
-    basic = base64.b64encode(
-        f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(target.secret)}".encode()
-    ).decode()
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Authorization": f"Basic {basic}",
-        "Accept": "application/json",
-        "Host": "127.0.0.1",
-        # As a TLS-terminating proxy in front of the server would say.
-        "X-Forwarded-Proto": "https",
-    }
+    headers = grant_headers(kind, target)
     refresh_token = target.refresh_tokens[index] if kind == "refresh_token" else ""
     conn = HTTPConnection("127.0.0.1", target.port, timeout=30)
     ok = errors = 0
@@ -246,14 +263,10 @@ def _client(
         began = time.monotonic()
         if began >= stop_at:
             break
-        if kind == "client_credentials":
-            form = {"grant_type": "client_credentials"}
-            if target.cc_scope:
-                form["scope"] = target.cc_scope
-        else:
-            form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         try:
-            conn.request("POST", target.token_path, urllib.parse.urlencode(form), headers)
+            conn.request(
+                "POST", target.token_path, grant_body(kind, target, refresh_token), headers
+            )
             response = conn.getresponse()
             body = response.read()
             if response.will_close:

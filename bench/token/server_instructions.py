@@ -22,13 +22,11 @@ switching between threads) is not counted. Needs valgrind; takes about five minu
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import shutil
 import sys
 import tempfile
 import threading
-import urllib.parse
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -44,25 +42,14 @@ CONNECTIONS = 2
 
 def drive(target: bench.Target, grant: str, count: int) -> None:
     """``count`` grants from CONNECTIONS keep-alive connections at once; each must be 200."""
-    client_id = target.cc_client_id if grant == "client_credentials" else target.web_client_id
-    credentials = f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(target.secret)}"
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode(),
-        "Accept": "application/json",
-        "Host": "127.0.0.1",
-        "X-Forwarded-Proto": "https",
-    }
+    headers = bench.grant_headers(grant, target)
     failures: list[str] = []
 
     def connection(index: int) -> None:
         conn = HTTPConnection("127.0.0.1", target.port, timeout=600)
         for _ in range(count // CONNECTIONS):
-            if grant == "client_credentials":
-                form = {"grant_type": grant, "scope": target.cc_scope}
-            else:
-                form = {"grant_type": grant, "refresh_token": target.refresh_tokens[index]}
-            conn.request("POST", target.token_path, urllib.parse.urlencode(form), headers)
+            form = bench.grant_body(grant, target, target.refresh_tokens[index])
+            conn.request("POST", target.token_path, form, headers)
             response = conn.getresponse()
             body = response.read()
             if response.status != 200:
