@@ -20,6 +20,7 @@ from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.test import override_settings
 from django.utils import timezone
 from psycopg.pq import Format
+from psycopg_pool import ConnectionPool
 
 from config.db.postgresql.base import PSYCOPG_TZ_LOADER, TIMESTAMPTZ_OID, DatabaseWrapper, TzLoader
 
@@ -113,11 +114,12 @@ def test_a_connection_dropped_while_idle_is_replaced_without_an_error(counted):
     assert conn.checks == 1
 
 
-def test_a_connection_dropped_within_the_grace_fails_one_statement_then_is_replaced(counted):
+@pytest.mark.parametrize("kind", ["persistent", "pooled"])
+def test_a_connection_dropped_within_the_grace_fails_one_statement_then_is_replaced(kind, request):
     """The price of the grace: a connection cut less than a second after its last use fails
     the statement that finds it cut; the error marks it, and the next request gets a new
-    one."""
-    conn = counted()
+    one (a pooled one is thrown away when given back)."""
+    conn = request.getfixturevalue({"persistent": "counted", "pooled": "pooled"}[kind])()
     pid = backend_pid(conn)
     kill(pid)
     request_boundary(conn)
@@ -125,6 +127,100 @@ def test_a_connection_dropped_within_the_grace_fails_one_statement_then_is_repla
         backend_pid(conn)
     request_boundary(conn)
     assert backend_pid(conn) != pid
+
+
+@pytest.fixture
+def pooled(monkeypatch):
+    """pooled() -> a connection of its own on a pool of one PostgreSQL connection (Django's
+    pool, as DATABASE_POOL_MAX_SIZE sets it up), health checks on as in production; the pool's
+    checks are counted in .checks."""
+    made = []
+    check_connection = ConnectionPool.check_connection
+
+    def make(**overrides):
+        conn = new_connection(
+            CONN_MAX_AGE=0,
+            OPTIONS={**connection.settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 1}},
+            **overrides,
+        )
+        # A pool of its own: Django keeps one per alias, for the whole process.
+        conn.alias = "pooled"
+        conn.checks = 0
+
+        def counting(pooled_connection) -> None:
+            conn.checks += 1
+            check_connection(pooled_connection)
+
+        monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counting))
+        made.append(conn)
+        return conn
+
+    yield make
+    for conn in made:
+        conn.close()
+        conn.close_pool()
+
+
+def pooled_request(conn) -> int:
+    """One request on a pooled connection: the backend it ran on. Django gives the connection
+    back to the pool when the request ends."""
+    request_boundary(conn)
+    pid = backend_pid(conn)
+    request_boundary(conn)
+    assert conn.connection is None
+    return pid
+
+
+def test_a_pooled_connection_given_back_within_the_grace_is_not_checked_and_an_idle_one_is(
+    pooled,
+):
+    conn = pooled(HEALTH_CHECK_GRACE_SECONDS=0.3)
+    pid = pooled_request(conn)
+    checks = conn.checks
+    for _ in range(3):
+        assert pooled_request(conn) == pid
+    assert conn.checks == checks
+    time.sleep(0.4)
+    assert pooled_request(conn) == pid
+    assert conn.checks == checks + 1
+
+
+def test_a_pooled_connection_dropped_while_idle_is_replaced_without_an_error(pooled):
+    conn = pooled(HEALTH_CHECK_GRACE_SECONDS=0.1)
+    pid = pooled_request(conn)
+    kill(pid)
+    assert pooled_request(conn) != pid
+
+
+def test_a_pooled_connection_closed_after_an_error_is_checked_when_next_handed_out(pooled):
+    conn = pooled()
+    pid = pooled_request(conn)
+    checks = conn.checks
+    with pytest.raises(ProgrammingError), conn.cursor() as cursor:
+        cursor.execute("SELECT no_such_column")
+    conn.close()
+    assert pooled_request(conn) == pid
+    assert conn.checks == checks + 1
+
+
+def test_without_health_checks_the_pool_checks_nothing(pooled):
+    conn = pooled(CONN_HEALTH_CHECKS=False, HEALTH_CHECK_GRACE_SECONDS=0)
+    for _ in range(3):
+        pooled_request(conn)
+    assert conn.checks == 0
+
+
+def test_pooled_connections_read_timestamps_and_prepare_statements_as_others_do(pooled):
+    conn = pooled()
+    request_boundary(conn)
+    with conn.server_binding_cursor() as cursor:
+        for _ in range(2):
+            cursor.execute("SELECT %s::timestamptz", ["2026-12-03 10:00:00+00"])
+            assert cursor.fetchone()[0] == datetime(2026, 12, 3, 10, tzinfo=UTC)
+    loader = conn.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    assert issubclass(loader, TzLoader)
+    assert prepared_statements(conn) == ["SELECT $1::timestamptz"]
+    request_boundary(conn)
 
 
 def prepared_statements(conn) -> list[str]:

@@ -145,3 +145,44 @@ def test_prepared_statements_follow_the_environment():
         result = _manage("shell", "-c", _PREPARED_SCRIPT, env_overrides=overrides)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1] == expected, result.stdout
+
+
+_POOL_SCRIPT = """
+from django.db import connection
+print(connection.settings_dict["OPTIONS"].get("pool"), connection.settings_dict["CONN_MAX_AGE"])
+"""
+
+
+def test_the_connection_pool_follows_the_environment():
+    """DATABASE_POOL_MAX_SIZE (which config/gunicorn.py sets for its workers) puts PostgreSQL
+    connections in a pool of that size per process, which then keeps them between requests in
+    place of CONN_MAX_AGE; unset, connections persist per thread; SQLite never pools."""
+    env = {
+        **PRODUCTION_BASICS,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
+        "CONN_MAX_AGE": "60",
+    }
+    cases = (
+        ({}, "None 60"),
+        (
+            {"DATABASE_POOL_MAX_SIZE": "6"},
+            "{'min_size': 2, 'max_size': 6, 'timeout': 10.0} 0",
+        ),
+        (
+            {
+                "DATABASE_POOL_MAX_SIZE": "1",
+                "DATABASE_POOL_MIN_SIZE": "4",
+                "DATABASE_POOL_TIMEOUT": "2.5",
+            },
+            "{'min_size': 1, 'max_size': 1, 'timeout': 2.5} 0",
+        ),
+        (
+            {"DATABASE_POOL_MAX_SIZE": "6", "DATABASE_URL": "sqlite:////tmp/pool-probe.sqlite3"},
+            "None 60",
+        ),
+    )
+    for overrides, expected in cases:
+        result = _manage("shell", "-c", _POOL_SCRIPT, env_overrides={**env, **overrides})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == expected, result.stdout

@@ -121,6 +121,22 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["ENGINE"] = engine_for(DATABASES["default"]["ENGINE"])
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+# A pool of PostgreSQL connections in each process (Django's, on psycopg_pool), in place of a
+# persistent connection per thread: gunicorn's gevent worker (config/gunicorn.py, which turns
+# the pool on) serves each client connection in a greenlet of its own, and each would keep a
+# database connection of its own. Requests take a connection at their first statement and
+# give it back when they end. Off by default (0): Celery's prefork workers close a pool after
+# every task, and runserver and the management commands need none.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+if DATABASE_POOL_MAX_SIZE and DATABASES["default"]["ENGINE"].endswith(".postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(env.int("DATABASE_POOL_MIN_SIZE", default=2), DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # Seconds a request waits for a connection when all are in use, then fails.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
+    # The pool keeps the connections between requests.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 # Our PostgreSQL backend prepares the token endpoint's statements on the server; a proxy that
 # pools transactions without tracking prepared statements needs that off (docs/configuration.md).
 if not env.bool("DATABASE_PREPARED_STATEMENTS", default=True):

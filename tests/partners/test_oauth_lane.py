@@ -10,17 +10,13 @@ import base64
 import io
 import json
 import logging
-import os
-import subprocess
 import sys
-from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
-from django.db import connection
 from django.http import UnreadablePostError
 from django.test import override_settings
 from django.views.debug import SafeExceptionReporterFilter
@@ -28,6 +24,7 @@ from django.views.debug import SafeExceptionReporterFilter
 from partners.oauth import grants
 from partners.oauth.lane import TokenLane
 from partners.oauth.tokens import client_credentials_claims
+from tests import gunicorn_server
 from tests.partners import wsgi_client
 from tests.partners.wsgi_client import LaneClient
 
@@ -378,54 +375,15 @@ def test_gunicorn_answers_through_the_lane_with_productions_headers(make_app, tm
     over HTTPS (behind the TLS proxy) is answered by the lane with the headers Django's
     answers carry, plain HTTP is redirected, a wrong secret is refused by DOT's path, and
     the token opens the settlement API."""
-    from django.conf import settings
-
     app, secret = make_app(
         "Partner server",
         allowed_grant_types="client-credentials",
         allowed_scopes="settlement:read",
     )
-    port = _free_port()
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "ALLOWED_HOSTS": "tokenpass.example",
-        # The issuer the test process checks tokens against.
-        "SITE_URL": settings.SITE_URL,
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        ),
-        "CONN_MAX_AGE": "0",
-        "CACHE_URL": "redis://127.0.0.1:6379/11",
-        "CELERY_BROKER_URL": "memory://",
-        "CELERY_TASK_ALWAYS_EAGER": "true",
-        "OIDC_PRIVATE_KEYS_FILE": str(settings.OIDC_KEYS_FILE),
-        "OIDC_KEYS_GENERATE": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "--config",
-            "config/gunicorn.py",
-            "config.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for(port, server)
+    with gunicorn_server.serve() as served:
 
         def post(headers: dict[str, str]):
-            conn = HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = served.connection()
             conn.request(
                 "POST",
                 "/o/token/",
@@ -463,40 +421,10 @@ def test_gunicorn_answers_through_the_lane_with_productions_headers(make_app, tm
         status, redirected, _ = post({"Authorization": basic(app.client_id, secret)})
         assert status == 301
         assert redirected["Location"] == "https://tokenpass.example/o/token/"
-        conn = HTTPConnection("127.0.0.1", port, timeout=10)
+        conn = served.connection()
         conn.request(
             "GET",
             "/api/settlement/statements/",
             headers={"Host": "tokenpass.example", "Authorization": f"Bearer {token}", **HTTPS},
         )
         assert conn.getresponse().status == 200
-    finally:
-        server.terminate()
-        _out, errors = server.communicate(timeout=30)
-    assert b"Traceback" not in errors, errors.decode()[-3000:]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(port: int, server: subprocess.Popen) -> None:
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(server.stderr.read().decode()[-3000:])  # type: ignore[union-attr]
-        try:
-            conn = HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz", headers={"Host": "tokenpass.example"})
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("gunicorn did not answer")

@@ -15,6 +15,11 @@ longer than that; and a statement that did fail marks the connection, which Djan
 checks at the end of the request whatever the grace. An idle connection is checked as
 before.
 
+Connections from Django's psycopg pool (``OPTIONS["pool"]``, DATABASE_POOL_SIZE in
+docs/configuration.md) are checked alike: with CONN_HEALTH_CHECKS Django has the pool check
+every connection it hands out, with a round trip; here a connection given back to the pool
+less than the grace ago, by a request that met no database error, is handed out unchecked.
+
 Statements sent through ``server_binding_cursor`` (the token endpoint's read and writes) are
 prepared on the server the first time a connection sends them, and only parameters travel
 after that. Django keeps psycopg's preparation off, for transaction-pooling proxies that do
@@ -37,11 +42,16 @@ loader gives.
 
 import contextlib
 import time
+import weakref
+from collections.abc import Callable
 from datetime import datetime, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
+import psycopg
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base, operations
 from django.db.backends.postgresql.psycopg_any import get_adapters_template, register_tzloader
 from django.db.backends.utils import CursorWrapper
@@ -52,8 +62,11 @@ from psycopg.adapt import AdaptersMap, Loader
 from psycopg.errors import FeatureNotSupported
 from psycopg.pq import Format, TransactionStatus
 from psycopg.types import datetime as datetime_types
+from psycopg_pool import ConnectionPool
 
 DEFAULT_GRACE_SECONDS = 1.0
+# When each pooled connection was last given back to the pool by a request that met no error.
+_GIVEN_BACK: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
 # psycopg prepares a statement once it has run this many times on a connection: at once.
 DEFAULT_PREPARE_THRESHOLD = 0
 
@@ -74,6 +87,14 @@ def _psycopg_tz_loader() -> type[abc.Loader]:
 
 
 PSYCOPG_TZ_LOADER = _psycopg_tz_loader()
+
+
+def check_pooled(connection: psycopg.Connection[Any], *, grace_seconds: float) -> None:
+    """The pool's check of a connection it hands out: none for one given back within
+    ``grace_seconds`` by a request that met no database error."""
+    given_back = _GIVEN_BACK.get(connection)
+    if given_back is None or time.monotonic() - given_back >= grace_seconds:
+        ConnectionPool.check_connection(connection)
 
 
 class TzLoader(Loader):
@@ -151,6 +172,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     # Set by Django's BaseDatabaseWrapper (not in its type stubs).
     health_check_enabled: bool
     health_check_done: bool
+    # Set by Django's PostgreSQL DatabaseWrapper (not in its type stubs).
+    _connection_pools: dict[str, ConnectionPool]
+    _configure_connection: Callable[[psycopg.Connection[Any]], Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -165,6 +189,42 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if "prepare_threshold" not in self.settings_dict["OPTIONS"]:
             params["prepare_threshold"] = DEFAULT_PREPARE_THRESHOLD
         return params
+
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """Django's pool (base.DatabaseWrapper.pool, as Django 5.2 builds it), with our check
+        in place of psycopg's check_connection (see the module's docstring)."""
+        options = self.settings_dict["OPTIONS"].get("pool")
+        if self.alias == NO_DB_ALIAS or not options:
+            return None
+        if self.alias not in self._connection_pools:
+            if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+                raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+            kwargs = self.get_connection_params()
+            # Django sets autocommit as configured once it has the connection.
+            kwargs["autocommit"] = True
+            pool = ConnectionPool(
+                kwargs=kwargs,
+                open=False,
+                configure=self._configure_connection,
+                check=(
+                    partial(check_pooled, grace_seconds=self.grace_seconds)
+                    if self.settings_dict["CONN_HEALTH_CHECKS"]
+                    else None
+                ),
+                **({} if options is True else options),
+            )
+            # Threads that build a pool at once keep the first one set; none is open yet.
+            self._connection_pools.setdefault(self.alias, pool)
+        return self._connection_pools[self.alias]
+
+    def _close(self) -> None:
+        if self.pool is not None and self.connection is not None:
+            if self.errors_occurred:
+                _GIVEN_BACK.pop(self.connection, None)
+            else:
+                _GIVEN_BACK[self.connection] = time.monotonic()
+        super()._close()  # type: ignore[misc]
 
     def close_if_health_check_failed(self) -> None:
         now = time.monotonic()
