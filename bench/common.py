@@ -21,9 +21,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def production_env(*, database: str, **overrides: str) -> dict[str, str]:
-    """config.settings.production as deployed (DEBUG off, persistent connections, the shared
-    Redis cache production requires), on ``database``, with only what a plain-HTTP loopback
-    run needs changed: no HTTPS redirect or HSTS, Celery eager."""
+    """config.settings.production as deployed (DEBUG off, the shared Redis cache production
+    requires; under config/gunicorn.py a database connection pool per process, elsewhere
+    persistent connections), on ``database``, with only what a plain-HTTP loopback run needs
+    changed: no HTTPS redirect or HSTS, Celery eager."""
     env = dict(os.environ)
     env.update(
         {

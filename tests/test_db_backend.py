@@ -210,6 +210,25 @@ def test_without_health_checks_the_pool_checks_nothing(pooled):
     assert conn.checks == 0
 
 
+def test_a_pooled_connection_left_outside_autocommit_comes_back_in_autocommit(pooled):
+    """Django sets autocommit on each connection it takes from the pool (only when it is not
+    already on, config.db.postgresql): one that a request left in a transaction is handed out
+    again in autocommit, with nothing of that transaction kept."""
+    conn = pooled()
+    request_boundary(conn)
+    conn.set_autocommit(False)
+    with conn.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE left_open (id int)")
+    conn.close()
+    request_boundary(conn)
+    conn.ensure_connection()
+    assert conn.get_autocommit() and conn.connection.autocommit
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pg_temp.left_open') IS NULL")
+        assert cursor.fetchone()[0] is True
+    request_boundary(conn)
+
+
 def test_pooled_connections_read_timestamps_and_prepare_statements_as_others_do(pooled):
     conn = pooled()
     request_boundary(conn)

@@ -2,6 +2,7 @@
 without holding up the others in the process, and whose database connections come from a
 bounded pool rather than one for each client connection."""
 
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
@@ -12,6 +13,7 @@ from django.db import connection
 
 from partners.models import Application
 from tests import gunicorn_server
+from tests.factories import DEFAULT_PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,3 +114,30 @@ def test_database_connections_stay_within_the_pool_whatever_the_client_connectio
             answers = list(pool.map(client, range(20)))
         assert answers == [[200, 200, 200]] * 20
         assert 1 <= len(_server_connections()) <= 3
+
+
+def test_a_password_login_through_gevents_worker():
+    """The login view under gevent's worker: the password is verified in a native thread
+    (accounts/hashers.py) and the browser gets its session."""
+    user = UserFactory()
+    csrf = secrets.token_hex(16)
+    with gunicorn_server.serve() as served:
+        conn = served.connection(timeout=30)
+        conn.request(
+            "POST",
+            "/login/",
+            body=urlencode(
+                {"csrfmiddlewaretoken": csrf, "username": user.phone, "password": DEFAULT_PASSWORD}
+            ),
+            headers={
+                "Host": gunicorn_server.HOST,
+                "X-Forwarded-Proto": "https",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"csrftoken={csrf}",
+                "Referer": f"https://{gunicorn_server.HOST}/login/",
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 302
+        assert "sessionid=" in (response.getheader("Set-Cookie") or "")

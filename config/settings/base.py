@@ -151,8 +151,9 @@ AUTHENTICATION_BACKENDS = [
     "accounts.backends.PhoneOrEmailBackend",
 ]
 PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    # Django's, hashing outside gevent's event loop under gevent's worker (accounts/hashers.py).
+    "accounts.hashers.Argon2PasswordHasher",
+    "accounts.hashers.PBKDF2PasswordHasher",
     # OAuth client secrets only (OAUTH2_PROVIDER["CLIENT_SECRET_HASHER"]); never a default.
     "partners.oauth.hashers.ClientSecretHasher",
 ]

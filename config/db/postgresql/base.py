@@ -184,6 +184,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.cursor_opened_at: float | None = None
 
     def get_connection_params(self) -> dict[str, Any]:
+        if self.alias in self._connection_pools and self.settings_dict["OPTIONS"].get("pool"):
+            # Django's connect() asks for them on every request, and get_new_connection takes
+            # the connection from the pool, which was built with them, and uses none.
+            return {}
         params: dict[str, Any] = super().get_connection_params()
         params["context"] = adapters_template(settings.USE_TZ, self.timezone)
         if "prepare_threshold" not in self.settings_dict["OPTIONS"]:
@@ -225,6 +229,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
             else:
                 _GIVEN_BACK[self.connection] = time.monotonic()
         super()._close()  # type: ignore[misc]
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # psycopg takes its connection lock and runs its wait loop even to set the value the
+        # connection has; Django sets it on every connection it takes from the pool, which
+        # are in autocommit.
+        if self.connection.autocommit != autocommit:
+            super()._set_autocommit(autocommit)  # type: ignore[misc]
 
     def close_if_health_check_failed(self) -> None:
         now = time.monotonic()
