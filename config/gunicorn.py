@@ -17,7 +17,8 @@ import os
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() + 1)
 # gthread (threads per process) remains available. With gevent, one request's CPU work runs
 # to its next wait before another request's does; in the token benchmark gevent's worker ran
-# 8 % fewer instructions per client credentials grant than gthread's (bench/README.md).
+# 5-8 % fewer instructions per client credentials grant than gthread's, and 5.6 % more per
+# refresh grant, which takes a pooled connection (bench/README.md).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 # Client connections each gevent worker serves at once.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
