@@ -1,6 +1,8 @@
 """A real Celery worker, on the Redis broker, delivers the codes that the pages queue."""
 
+import secrets
 import time
+from urllib.parse import urlencode
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -11,6 +13,7 @@ from django.urls import reverse
 from accounts.models import User
 from accounts.sms.backends import OutboxSmsBackend, SmsDeliveryError, outbox_messages
 from config.celery_app import app
+from tests import gunicorn_server
 from tests.accounts.test_codes import CODE_RE
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.django_db(transaction=True)]
@@ -93,3 +96,40 @@ def test_worker_retries_a_failing_gateway_with_backoff(worker, client, settings)
     assert FlakySmsBackend.calls == 3
     assert CODE_RE.search(message["body"])
     assert time.monotonic() - started < 30
+
+
+def test_a_code_queued_under_gunicorns_gevent_worker_reaches_the_worker(worker):
+    """The signup page served by gunicorn's gevent worker (config/gunicorn.py) queues the
+    code on the real broker, through sockets gevent has patched; a worker delivers it."""
+    from django.conf import settings
+
+    csrf = secrets.token_hex(16)
+    with gunicorn_server.serve(
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL, CELERY_TASK_ALWAYS_EAGER="false"
+    ) as served:
+        conn = served.connection(timeout=30)
+        conn.request(
+            "POST",
+            "/signup/",
+            body=urlencode(
+                {
+                    "csrfmiddlewaretoken": csrf,
+                    "via": "phone",
+                    "phone": "+8613800138001",
+                    "password1": PASSWORD,
+                    "password2": PASSWORD,
+                }
+            ),
+            headers={
+                "Host": gunicorn_server.HOST,
+                "X-Forwarded-Proto": "https",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"csrftoken={csrf}",
+                "Referer": f"https://{gunicorn_server.HOST}/signup/",
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 302
+        [message] = wait_for_sms("+8613800138001")
+    assert CODE_RE.search(message["body"])
