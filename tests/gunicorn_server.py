@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPResponse
 from pathlib import Path
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "tokenpass.example"
@@ -25,6 +27,27 @@ class Served:
 
     def connection(self, timeout: float = 10) -> HTTPConnection:
         return HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def post_page_form(self, path: str, fields: dict[str, str]) -> HTTPResponse:
+        """A browser's post of a page's form over HTTPS (behind the TLS proxy), with its CSRF
+        cookie and token; the answer is read."""
+        csrf = secrets.token_hex(16)
+        conn = self.connection(timeout=30)
+        conn.request(
+            "POST",
+            path,
+            body=urlencode({"csrfmiddlewaretoken": csrf, **fields}),
+            headers={
+                "Host": HOST,
+                "X-Forwarded-Proto": "https",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"csrftoken={csrf}",
+                "Referer": f"https://{HOST}{path}",
+            },
+        )
+        response = conn.getresponse()
+        response.read()
+        return response
 
 
 def free_port() -> int:

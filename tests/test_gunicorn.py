@@ -2,7 +2,6 @@
 without holding up the others in the process, and whose database connections come from a
 bounded pool rather than one for each client connection."""
 
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
@@ -120,24 +119,9 @@ def test_a_password_login_through_gevents_worker():
     """The login view under gevent's worker: the password is verified in a native thread
     (accounts/hashers.py) and the browser gets its session."""
     user = UserFactory()
-    csrf = secrets.token_hex(16)
     with gunicorn_server.serve() as served:
-        conn = served.connection(timeout=30)
-        conn.request(
-            "POST",
-            "/login/",
-            body=urlencode(
-                {"csrfmiddlewaretoken": csrf, "username": user.phone, "password": DEFAULT_PASSWORD}
-            ),
-            headers={
-                "Host": gunicorn_server.HOST,
-                "X-Forwarded-Proto": "https",
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Cookie": f"csrftoken={csrf}",
-                "Referer": f"https://{gunicorn_server.HOST}/login/",
-            },
+        response = served.post_page_form(
+            "/login/", {"username": user.phone, "password": DEFAULT_PASSWORD}
         )
-        response = conn.getresponse()
-        response.read()
         assert response.status == 302
         assert "sessionid=" in (response.getheader("Set-Cookie") or "")
