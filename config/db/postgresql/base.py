@@ -15,7 +15,7 @@ longer than that; and a statement that did fail marks the connection, which Djan
 checks at the end of the request whatever the grace. An idle connection is checked as
 before.
 
-Connections from Django's psycopg pool (``OPTIONS["pool"]``, DATABASE_POOL_SIZE in
+Connections from Django's psycopg pool (``OPTIONS["pool"]``, DATABASE_POOL_MAX_SIZE in
 docs/configuration.md) are checked alike: with CONN_HEALTH_CHECKS Django has the pool check
 every connection it hands out, with a round trip; here a connection given back to the pool
 less than the grace ago, by a request that met no database error, is handed out unchecked.
