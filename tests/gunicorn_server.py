@@ -50,6 +50,14 @@ class Served:
         return response
 
 
+def database_url() -> str:
+    """The test database, as a URL."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -62,9 +70,7 @@ def serve(*, workers: int = 1, args: tuple[str, ...] = (), **env: str) -> Iterat
     what the environment given changes. On leaving, gunicorn is stopped and its error output
     must hold no traceback."""
     from django.conf import settings
-    from django.db import connection
 
-    database = connection.settings_dict
     port = free_port()
     environ = {
         **os.environ,
@@ -73,9 +79,7 @@ def serve(*, workers: int = 1, args: tuple[str, ...] = (), **env: str) -> Iterat
         "ALLOWED_HOSTS": HOST,
         # The issuer the test process checks tokens against.
         "SITE_URL": settings.SITE_URL,
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),
         "CACHE_URL": "redis://127.0.0.1:6379/11",
         "CELERY_BROKER_URL": "memory://",
         "CELERY_TASK_ALWAYS_EAGER": "true",

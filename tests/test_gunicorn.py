@@ -4,11 +4,11 @@ bounded pool rather than one for each client connection."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.client import HTTPConnection
 from urllib.parse import urlencode
 
 import psycopg
 import pytest
-from django.db import connection
 
 from partners.models import Application
 from tests import gunicorn_server
@@ -19,14 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SERVER_NAME = "tokenpass-served"
 
 
-def _dsn() -> str:
-    database = connection.settings_dict
-    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
-
-
 def _server_connections() -> list[tuple[str, str | None]]:
     """(state, wait_event_type) of each database connection the server has open."""
-    with psycopg.connect(_dsn(), autocommit=True) as conn:
+    with psycopg.connect(gunicorn_server.database_url(), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT state, wait_event_type FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = %s",
@@ -35,8 +30,7 @@ def _server_connections() -> list[tuple[str, str | None]]:
     return [(row[0], row[1]) for row in rows]
 
 
-def _get(served: gunicorn_server.Served, path: str) -> int:
-    conn = served.connection()
+def _get(conn: HTTPConnection, path: str) -> int:
     conn.request("GET", path, headers={"Host": gunicorn_server.HOST, "X-Forwarded-Proto": "https"})
     response = conn.getresponse()
     response.read()
@@ -71,7 +65,7 @@ def test_a_request_waiting_for_the_database_holds_up_no_other_request_of_its_pro
     not)."""
     with (
         gunicorn_server.serve(GUNICORN_THREADS="1", PGAPPNAME=SERVER_NAME) as served,
-        psycopg.connect(_dsn()) as locker,
+        psycopg.connect(gunicorn_server.database_url()) as locker,
         ThreadPoolExecutor(1) as pool,
     ):
         locker.execute(f'LOCK TABLE "{Application._meta.db_table}" IN ACCESS EXCLUSIVE MODE')
@@ -81,7 +75,7 @@ def test_a_request_waiting_for_the_database_holds_up_no_other_request_of_its_pro
             assert not blocked.done(), f"the grant did not wait on the lock: {blocked.result()}"
             assert time.monotonic() < deadline, "the grant never reached the database"
             time.sleep(0.05)
-        assert _get(served, "/readyz") == 200
+        assert _get(served.connection(), "/readyz") == 200
         assert not blocked.done()
         locker.rollback()
         assert blocked.result(timeout=30) == 401
@@ -96,16 +90,7 @@ def test_database_connections_stay_within_the_pool_whatever_the_client_connectio
 
         def client(_: int) -> list[int]:
             conn = served.connection(timeout=30)
-            statuses = []
-            for _ in range(3):
-                conn.request(
-                    "GET",
-                    "/readyz",
-                    headers={"Host": gunicorn_server.HOST, "X-Forwarded-Proto": "https"},
-                )
-                response = conn.getresponse()
-                response.read()
-                statuses.append(response.status)
+            statuses = [_get(conn, "/readyz") for _ in range(3)]
             conn.close()
             return statuses
 
